@@ -1,0 +1,54 @@
+// Encoder for the three msgpack-RPC message kinds into a reusable buffer.
+//
+// Each *_begin call writes a message's envelope and returns the packer for
+// the part the caller supplies (params, result or error data), which must be
+// exactly one msgpack object. Messages accumulate back to back in `buf`
+// until swd_encoder_reset().
+#ifndef SWD_PROTO_ENCODER_H
+#define SWD_PROTO_ENCODER_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proto/buf.h"
+#include "proto/errors.h"
+
+typedef struct swd_encoder {
+    swd_buf_t buf;
+    msgpack_packer pk;
+} swd_encoder_t;
+
+void swd_encoder_init(swd_encoder_t *e);
+void swd_encoder_close(swd_encoder_t *e);
+void swd_encoder_reset(swd_encoder_t *e);
+
+/// `[0, msgid, method, ` then the caller packs params (an array), then `]`.
+msgpack_packer *swd_enc_request(swd_encoder_t *e, uint64_t msgid, const char *method);
+/// `[2, method, ` then the caller packs params.
+msgpack_packer *swd_enc_notify(swd_encoder_t *e, const char *method);
+/// `[1, msgid, nil, ` then the caller packs the result.
+msgpack_packer *swd_enc_result(swd_encoder_t *e, uint64_t msgid);
+/// `[1, msgid, {code, message}, nil]`, complete.
+void swd_enc_error(swd_encoder_t *e, uint64_t msgid, swd_rpc_error_t code, const char *message);
+/// `[1, msgid, {code, message, data: `, then the caller packs data.
+msgpack_packer *swd_enc_error_data(swd_encoder_t *e, uint64_t msgid, swd_rpc_error_t code,
+                                   const char *message);
+/// Closes swd_enc_error_data(): packs the nil result after the error map.
+void swd_enc_error_data_end(swd_encoder_t *e);
+
+// Small packing helpers shared by everything that writes maps.
+void swd_pack_str(msgpack_packer *pk, const char *s);
+void swd_pack_strn(msgpack_packer *pk, const char *s, size_t n);
+/// A string, or nil when `s` is NULL.
+void swd_pack_str_or_nil(msgpack_packer *pk, const char *s);
+void swd_pack_bool(msgpack_packer *pk, bool v);
+/// Packs `key` then a string value (nil when `v` is NULL).
+void swd_pack_kv_str(msgpack_packer *pk, const char *key, const char *v);
+void swd_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t v);
+void swd_pack_kv_i64(msgpack_packer *pk, const char *key, int64_t v);
+void swd_pack_kv_f64(msgpack_packer *pk, const char *key, double v);
+void swd_pack_kv_bool(msgpack_packer *pk, const char *key, bool v);
+void swd_pack_kv_nil(msgpack_packer *pk, const char *key);
+
+#endif
