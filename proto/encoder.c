@@ -89,6 +89,10 @@ void swd_pack_bool(msgpack_packer *pk, bool v) {
     }
 }
 
+void swd_pack_raw(msgpack_packer *pk, const char *bytes, size_t n) {
+    pk->callback(pk->data, bytes, n);
+}
+
 void swd_pack_kv_str(msgpack_packer *pk, const char *key, const char *v) {
     swd_pack_str(pk, key);
     swd_pack_str_or_nil(pk, v);

@@ -43,6 +43,8 @@ void swd_pack_strn(msgpack_packer *pk, const char *s, size_t n);
 /// A string, or nil when `s` is NULL.
 void swd_pack_str_or_nil(msgpack_packer *pk, const char *s);
 void swd_pack_bool(msgpack_packer *pk, bool v);
+/// Writes already-encoded msgpack bytes (one whole object) as they are.
+void swd_pack_raw(msgpack_packer *pk, const char *bytes, size_t n);
 /// Packs `key` then a string value (nil when `v` is NULL).
 void swd_pack_kv_str(msgpack_packer *pk, const char *key, const char *v);
 void swd_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t v);
