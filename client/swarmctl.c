@@ -1278,7 +1278,7 @@ static void print_command_help(const command_t *cmd) {
     if (cmd->details != NULL) {
         printf("\n%s", cmd->details);
     }
-    printf("\nGlobal options (see swarmctl --help): --addr, --token, --json.\n");
+    printf("\nGlobal options, also accepted after the command: --addr, --token, --json.\n");
 }
 
 static void print_help(void) {

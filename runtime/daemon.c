@@ -35,10 +35,16 @@ static void on_grace_over(swd_timer_t *t) {
     stop(d);
 }
 
+static void on_stop_timer(swd_timer_t *t) {
+    stop(t->data);
+}
+
+// Runs inside the scheduler's own event delivery, so the teardown waits for
+// the next loop turn instead of freeing what the caller still uses.
 static void on_drained(void *data) {
     swd_daemon_t *d = data;
     swd_log_info("daemon", "no task running; stopping", NULL);
-    stop(d);
+    swd_timer_start(&d->stop_timer, 0);
 }
 
 void swd_daemon_drain(swd_daemon_t *d) {
@@ -80,6 +86,7 @@ static void stop(swd_daemon_t *d) {
     }
     d->stopped = true;
     swd_timer_stop(&d->grace_timer);
+    swd_timer_stop(&d->stop_timer);
     swd_sched_abandon(&d->sched);
     if (d->rpc != NULL) {
         swd_rpc_server_close(d->rpc);
@@ -139,6 +146,7 @@ static void build(swd_daemon_t *d, swd_config_t *cfg) {
     swd_api_register(&d->api, d->rpc);
     d->log_sink = swd_log_add_sink(on_log_record, d);
     swd_timer_init(&d->clock, &d->grace_timer, on_grace_over, d);
+    swd_timer_init(&d->clock, &d->stop_timer, on_stop_timer, d);
 }
 
 static int listen_all(swd_daemon_t *d, char *err, size_t errlen) {

@@ -31,6 +31,7 @@ typedef struct swd_daemon {
     swd_log_sink_t *log_sink;
     uv_signal_t sigint, sigterm;
     swd_timer_t grace_timer;
+    swd_timer_t stop_timer;
     char rpc_addr[80];
     char http_addr[80];
     bool ready;

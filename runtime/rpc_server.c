@@ -131,9 +131,12 @@ void swd_rpc_server_stop_listening(swd_rpc_server_t *s) {
 void swd_rpc_server_close(swd_rpc_server_t *s) {
     s->closing = true;
     swd_rpc_server_stop_listening(s);
-    for (session_t *x = s->sessions; x != NULL; x = x->next) {
-        swd_rpc_conn_close(x->conn, "server closing");
+    // Closing a connection frees its session at once: walk with care.
+    s->open_handles++; // keeps `s` alive while its sessions go
+    while (s->sessions != NULL) {
+        swd_rpc_conn_close(s->sessions->conn, "server closing");
     }
+    s->open_handles--;
     maybe_free(s);
 }
 

@@ -706,6 +706,7 @@ class Agent:
         self.logdir = logdir or tempfile.mkdtemp(prefix="swarmtest-agent-")
         self.stderr_path = os.path.join(self.logdir, "%s.stderr" % self.name)
         self._err = open(self.stderr_path, "wb")
+        self._stderr_cache = None
         self.proc = _spawn(argv, _child_env(env), stdout=self._err, stderr=self._err)
         self.killed = False
         _test_agents.append(self)
@@ -740,8 +741,14 @@ class Agent:
             self._err.close()
         except OSError:
             pass
+        if self._stderr_cache is None:
+            self._stderr_cache = _read_file(self.stderr_path, 65536)
+        if self._own_dir and not os.environ.get("SWD_KEEP_TMP"):
+            shutil.rmtree(self.logdir, ignore_errors=True)
 
     def stderr_text(self):
+        if self._stderr_cache is not None:
+            return self._stderr_cache
         return _read_file(self.stderr_path)
 
 
@@ -827,10 +834,10 @@ class Daemon:
             rc = self.proc.poll()
             if rc is not None:
                 raise HarnessError("swarmd exited with status %s before it was ready; "
-                                   "stderr:\n%s" % (rc, _tail(self.stderr_text())))
+                                   "stderr:\n%s" % (rc, "\n".join(_excerpt(self.stderr_text()))))
             if time.monotonic() >= deadline:
                 raise HarnessError("swarmd wrote no ready file within %.0f s; stderr:\n%s"
-                                   % (self.ready_timeout, _tail(self.stderr_text())))
+                                   % (self.ready_timeout, "\n".join(_excerpt(self.stderr_text()))))
             time.sleep(0.02)
         check(isinstance(info, dict), "ready file is not a JSON object: %r" % (info,))
         for k in ("rpc", "http", "pid"):
@@ -840,7 +847,8 @@ class Daemon:
         self.rpc = info["rpc"]
         self.http = info["http"]
         self.rpc_addr = parse_addr(self.rpc)
-        self.http_addr = parse_addr(self.http)
+        # Tolerated while the HTTP server is not built: HTTP helpers then fail.
+        self.http_addr = parse_addr(self.http) if self.http else None
         self.pid = info["pid"]
 
     def signal(self, sig):
@@ -894,7 +902,7 @@ class Daemon:
                 shutil.rmtree(self.tmpdir, ignore_errors=True)
         if check and problems:
             raise AssertionError("; ".join(problems) + "; stderr tail:\n"
-                                 + _tail(self.stderr_text()))
+                                 + "\n".join(_excerpt(self.stderr_text())))
 
     # -- diagnostics
 
@@ -970,6 +978,8 @@ class Daemon:
 
     def http_get(self, path, timeout=10.0):
         """(status, headers dict lower-cased, body bytes)."""
+        if self.http_addr is None:
+            raise HarnessError("the ready file names no HTTP address: %r" % (self.ready,))
         conn = http.client.HTTPConnection(self.http_addr[0], self.http_addr[1],
                                           timeout=timeout)
         try:
@@ -990,7 +1000,7 @@ class Daemon:
         server yet, not 200)."""
         try:
             return self.metric(name, **labels)
-        except (OSError, AssertionError, http.client.HTTPException):
+        except (OSError, AssertionError, HarnessError, http.client.HTTPException):
             return None
 
     def metric(self, name, **labels):
@@ -1060,6 +1070,10 @@ def _on_alarm(signum, frame):
 
 def _on_term(signum, frame):
     _kill_everything()
+    if not os.environ.get("SWD_KEEP_TMP"):
+        for d in _test_daemons:
+            if d.tmpdir:
+                shutil.rmtree(d.tmpdir, ignore_errors=True)
     sys.stdout.write("Bail out! runner got signal %d\n" % signum)
     sys.stdout.flush()
     os._exit(1)
@@ -1082,19 +1096,34 @@ def _cleanup_test():
     _kill_everything()
 
 
+_SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                    "WARNING: ThreadSanitizer")
+
+
+def _excerpt(text, tail=40, window=60):
+    """A sanitizer report from its first line when there is one (its end is
+    mostly shadow bytes), else the last lines."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if any(m in line for m in _SANITIZER_MARKS):
+            start = max(0, i - 5)
+            return lines[start:start + window]
+    return lines[-tail:]
+
+
 def _diagnostics():
     lines = []
     for i, d in enumerate(_test_daemons):
         txt = d.stderr_text()
-        lines.append("--- swarmd #%d (status %s) stderr, last lines:" % (i, d.exit_status))
-        lines.extend(_tail(txt, 40).splitlines() or ["(empty)"])
+        lines.append("--- swarmd #%d (status %s) stderr:" % (i, d.exit_status))
+        lines.extend(_excerpt(txt) or ["(empty)"])
     shown = 0
     for a in _test_agents:
         rc = a.proc.poll()
         if rc is not None and not a.killed and rc != 0 and shown < 5:
             shown += 1
             lines.append("--- agent %s exited %s by itself, stderr:" % (a.name, rc))
-            lines.extend(_tail(a.stderr_text(), 10).splitlines())
+            lines.extend(_excerpt(a.stderr_text(), tail=10, window=40))
     return lines
 
 
