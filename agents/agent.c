@@ -5,6 +5,7 @@
 #include "agents/agent.h"
 #include "proto/alloc.h"
 #include "proto/encoder.h"
+#include "runtime/ids.h"
 #include "runtime/log.h"
 
 // Health weights and the neutral value of a part without history (§5).
@@ -301,7 +302,7 @@ swd_agent_t *swd_agents_add(swd_agents_t *r, const swd_agent_spec_t *spec,
     swd_agent_t *a = swd_xcalloc(1, sizeof(*a));
     a->reg = r;
     a->seq = r->next_seq++;
-    snprintf(a->id, sizeof(a->id), "a-%llu", (unsigned long long)a->seq);
+    swd_id_format('a', a->seq, a->id);
     a->name = swd_xstrdup(spec->name);
     a->pool = swd_xstrdup(spec->pool ? spec->pool : "default");
     if (spec->labels != NULL) {
@@ -383,17 +384,8 @@ void swd_agents_remove(swd_agents_t *r, swd_agent_t *a) {
 }
 
 swd_agent_t *swd_agents_find(const swd_agents_t *r, const char *id, size_t len) {
-    if (len < 3 || len > 22 || id[0] != 'a' || id[1] != '-') {
-        return NULL;
-    }
-    uint64_t seq = 0;
-    for (size_t i = 2; i < len; i++) {
-        if (id[i] < '0' || id[i] > '9') {
-            return NULL;
-        }
-        seq = seq * 10 + (uint64_t)(id[i] - '0');
-    }
-    return swd_u64map_get(&r->by_seq, seq);
+    uint64_t seq;
+    return swd_id_parse('a', id, len, &seq) ? swd_u64map_get(&r->by_seq, seq) : NULL;
 }
 
 void swd_agent_started(swd_agent_t *a, uint32_t type) {
@@ -508,15 +500,6 @@ void swd_agent_complete(swd_agent_t *a, uint64_t cookie, const swd_outcome_t *o)
 
 // ---- wire form ----
 
-static void pack_or_nil_ms(msgpack_packer *pk, const char *key, int64_t v) {
-    swd_pack_str(pk, key);
-    if (v > 0) {
-        msgpack_pack_int64(pk, v);
-    } else {
-        msgpack_pack_nil(pk);
-    }
-}
-
 void swd_agent_pack(const swd_agent_t *a, msgpack_packer *pk) {
     double parts[4];
     double health = swd_agent_health(a, a->has_last_type ? (int)a->last_type : -1, parts);
@@ -544,8 +527,8 @@ void swd_agent_pack(const swd_agent_t *a, msgpack_packer *pk) {
     swd_pack_kv_u64(pk, "completed", a->completed);
     swd_pack_kv_u64(pk, "failed", a->failed);
     swd_pack_kv_f64(pk, "latency_ewma_ms", a->latency_ewma_ms);
-    pack_or_nil_ms(pk, "ejected_until_ms", a->ejected_until_ms);
-    pack_or_nil_ms(pk, "cooldown_until_ms", a->cooldown_until_ms);
+    swd_pack_kv_ms(pk, "ejected_until_ms", a->ejected_until_ms);
+    swd_pack_kv_ms(pk, "cooldown_until_ms", a->cooldown_until_ms);
     swd_pack_kv_str(pk, "reason", a->reason);
     swd_pack_str(pk, "labels");
     if (a->labels != NULL) {

@@ -118,6 +118,15 @@ void swd_pack_kv_bool(msgpack_packer *pk, const char *key, bool v) {
     swd_pack_bool(pk, v);
 }
 
+void swd_pack_kv_ms(msgpack_packer *pk, const char *key, int64_t ms) {
+    swd_pack_str(pk, key);
+    if (ms > 0) {
+        msgpack_pack_int64(pk, ms);
+    } else {
+        msgpack_pack_nil(pk);
+    }
+}
+
 void swd_pack_kv_nil(msgpack_packer *pk, const char *key) {
     swd_pack_str(pk, key);
     msgpack_pack_nil(pk);

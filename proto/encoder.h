@@ -52,5 +52,7 @@ void swd_pack_kv_i64(msgpack_packer *pk, const char *key, int64_t v);
 void swd_pack_kv_f64(msgpack_packer *pk, const char *key, double v);
 void swd_pack_kv_bool(msgpack_packer *pk, const char *key, bool v);
 void swd_pack_kv_nil(msgpack_packer *pk, const char *key);
+/// Packs `key` then a millisecond stamp, or nil when `ms` is 0 or less.
+void swd_pack_kv_ms(msgpack_packer *pk, const char *key, int64_t ms);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include "proto/alloc.h"
 #include "proto/encoder.h"
+#include "runtime/ids.h"
 #include "runtime/log.h"
 #include "scheduler/api.h"
 
@@ -350,24 +351,15 @@ static const swd_task_t *list_start(const swd_sched_t *s, const char *cursor, si
         return t;
     }
     uint64_t seq = 0;
-    for (size_t i = 2; i < len; i++) {
-        seq = seq * 10 + (uint64_t)(cursor[i] - '0');
-    }
+    swd_id_parse('t', cursor, len, &seq);
     for (t = s->first; t != NULL && t->seq < seq; t = t->lnext) {
     }
     return t;
 }
 
 static bool valid_cursor(const char *c, size_t len) {
-    if (len < 3 || len > 22 || c[0] != 't' || c[1] != '-') {
-        return false;
-    }
-    for (size_t i = 2; i < len; i++) {
-        if (c[i] < '0' || c[i] > '9') {
-            return false;
-        }
-    }
-    return true;
+    uint64_t seq;
+    return swd_id_parse('t', c, len, &seq);
 }
 
 static void task_list(swd_rpc_conn_t *c, const swd_msg_t *m, swd_params_t *p, void *data) {

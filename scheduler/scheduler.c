@@ -5,6 +5,7 @@
 #include "proto/alloc.h"
 #include "proto/buf.h"
 #include "proto/encoder.h"
+#include "runtime/ids.h"
 #include "runtime/log.h"
 #include "scheduler/scheduler.h"
 
@@ -598,7 +599,7 @@ static swd_task_t *task_new(swd_sched_t *s, const swd_task_spec_t *spec, uint32_
     swd_task_t *t = swd_xcalloc(1, sizeof(*t));
     t->sched = s;
     t->seq = s->next_seq++;
-    snprintf(t->id, sizeof(t->id), "t-%llu", (unsigned long long)t->seq);
+    swd_id_format('t', t->seq, t->id);
     t->type = type;
     t->priority = (uint8_t)spec->priority;
     t->estimated_tokens = spec->estimated_tokens;
@@ -691,17 +692,8 @@ swd_submit_result_t swd_sched_submit(swd_sched_t *s, const swd_task_spec_t *spec
 }
 
 swd_task_t *swd_sched_find(const swd_sched_t *s, const char *id, size_t len) {
-    if (len < 3 || len > 22 || id[0] != 't' || id[1] != '-') {
-        return NULL;
-    }
-    uint64_t seq = 0;
-    for (size_t i = 2; i < len; i++) {
-        if (id[i] < '0' || id[i] > '9') {
-            return NULL;
-        }
-        seq = seq * 10 + (uint64_t)(id[i] - '0');
-    }
-    return swd_u64map_get(&s->tasks, seq);
+    uint64_t seq;
+    return swd_id_parse('t', id, len, &seq) ? swd_u64map_get(&s->tasks, seq) : NULL;
 }
 
 swd_task_t *swd_sched_find_key(const swd_sched_t *s, const char *key, size_t len) {
@@ -832,15 +824,6 @@ static void pack_bytes_or_nil(msgpack_packer *pk, const char *key, const char *b
     }
 }
 
-static void pack_ms_or_nil(msgpack_packer *pk, const char *key, int64_t v) {
-    swd_pack_str(pk, key);
-    if (v > 0) {
-        msgpack_pack_int64(pk, v);
-    } else {
-        msgpack_pack_nil(pk);
-    }
-}
-
 static void pack_error(msgpack_packer *pk, const swd_task_t *t) {
     swd_pack_str(pk, "error");
     if (t->error_code == NULL) {
@@ -870,13 +853,13 @@ void swd_sched_pack_task(const swd_sched_t *s, const swd_task_t *t, swd_task_vie
     swd_pack_str(pk, "after");
     msgpack_pack_array(pk, t->nafter);
     for (uint32_t i = 0; i < t->nafter; i++) {
-        char id[24];
-        snprintf(id, sizeof(id), "t-%llu", (unsigned long long)t->after[i]);
+        char id[SWD_ID_MAX];
+        swd_id_format('t', t->after[i], id);
         swd_pack_str(pk, id);
     }
     swd_pack_kv_i64(pk, "submitted_ms", t->submitted_ms);
-    pack_ms_or_nil(pk, "started_ms", t->started_ms);
-    pack_ms_or_nil(pk, "finished_ms", t->finished_ms);
+    swd_pack_kv_ms(pk, "started_ms", t->started_ms);
+    swd_pack_kv_ms(pk, "finished_ms", t->finished_ms);
     swd_pack_kv_str(pk, "key", t->key);
     swd_pack_kv_i64(pk, "timeout_ms", t->timeout_ms);
     if (view != SWD_TASK_VIEW_LIST) {

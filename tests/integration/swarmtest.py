@@ -348,7 +348,6 @@ class Client:
                                          max_buffer_size=256 << 20)
         self._next_msgid = first_msgid
         self.responses = {}   # msgid -> (error, result)
-        self.response_order = []  # msgids in arrival order
         self.events = collections.deque()
         self.notifications = collections.deque()
         self.requests = collections.deque()
@@ -417,7 +416,6 @@ class Client:
         kind = msg[0]
         if kind == 1 and len(msg) == 4:
             self.responses[msg[1]] = (msg[2], msg[3])
-            self.response_order.append(msg[1])
         elif kind == 2 and len(msg) == 3:
             method = _method_name(msg[1])
             if method == "event" and isinstance(msg[2], list):
@@ -431,9 +429,9 @@ class Client:
             self.garbage.append(msg)
 
     def pump(self, timeout=0.0):
-        """Reads what arrives within `timeout` s (at most one recv after the
-        first readable moment, then whatever is already buffered). Returns
-        False when the peer has closed the connection."""
+        """Waits up to `timeout` s for data, then reads what is already
+        there (bounded) and sorts the messages. Returns False when the peer
+        has closed the connection (EOF or reset)."""
         if self.closed:
             return False
         got_any = False
@@ -453,8 +451,11 @@ class Client:
                 return False
             got_any = True
             self.unpacker.feed(data)
-            for msg in self.unpacker:
-                self._dispatch(msg)
+            try:
+                for msg in self.unpacker:
+                    self._dispatch(msg)
+            except (ValueError, msgpack.UnpackException) as e:
+                raise AssertionError("swarmd sent bytes that are not msgpack: %r" % (e,))
         return True
 
     def _wait_for(self, have, timeout, what):

@@ -538,15 +538,23 @@ def swarmctl_cli():
     with Daemon() as d:
         agents = d.agents(2, "--latency-ms", 10, prefix="ctl-agent")
         d.wait_agents(agents)
-        r = run_swarmctl(["--addr", d.rpc, "--json", "submit", "echo",
-                          "--payload", '{"x":1}', "--wait"])
-        eq(r.returncode, 0, "swarmctl submit status (stderr: %s)" % r.stderr[-1000:])
-        try:
-            obj = json.loads(r.stdout)
-        except ValueError:
-            raise AssertionError("swarmctl --json submit printed no JSON:\n%s" % r.stdout)
-        eq(obj.get("state"), "succeeded", "swarmctl submit --wait state")
-        eq(obj.get("payload"), {"x": 1}, "payload as sent")
+        # --json where §7 puts it (before COMMAND), and after the command's
+        # own options as people type it.
+        for argv in (["--addr", d.rpc, "--json", "submit", "echo", "--payload", '{"x":1}',
+                      "--wait"],
+                     ["--addr", d.rpc, "submit", "echo", "--payload", '{"x":1}', "--wait",
+                      "--json"]):
+            r = run_swarmctl(argv)
+            eq(r.returncode, 0, "swarmctl %s: status (stderr: %s)"
+               % (" ".join(argv[2:]), r.stderr[-1000:]))
+            try:
+                obj = json.loads(r.stdout)
+            except ValueError:
+                raise AssertionError("swarmctl %s printed no JSON:\n%s"
+                                     % (" ".join(argv[2:]), r.stdout))
+            check(isinstance(obj, dict), "swarmctl submit JSON is not an object: %r" % (obj,))
+            eq(obj.get("state"), "succeeded", "swarmctl submit --wait state")
+            eq(obj.get("payload"), {"x": 1}, "payload as sent")
 
         r = run_swarmctl(["--addr", d.rpc, "agents"])
         eq(r.returncode, 0, "swarmctl agents status (stderr: %s)" % r.stderr[-1000:])
