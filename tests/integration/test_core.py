@@ -469,6 +469,61 @@ def idempotency_key():
 
 
 @test
+def batch_all_or_none():
+    with Daemon() as d:
+        c = d.client()
+        good = {"type": "echo", "payload": 1}
+        try:
+            c.call("task.submit_batch", {"tasks": [good, good, {"type": "echo", "priority": "urgent"}]})
+            check(False, "a batch with a bad element was accepted")
+        except RpcError as e:
+            eq(e.code, "invalid_params", "error code")
+            eq((e.data or {}).get("index"), 2, "data.index names the bad element")
+            check("2" in e.message, "message names the index: %r" % e.message)
+        eq(len(c.list_all()[0]), 0, "no task created by a refused batch")
+        try:
+            c.call("task.submit_batch", {"tasks": [good, {"type": "echo", "after": ["t-999999"]}]})
+            check(False, "unknown dependency accepted")
+        except RpcError as e:
+            eq(e.code, "not_found", "unknown after")
+            eq((e.data or {}).get("index"), 1, "data.index of the unknown dependency")
+        eq(len(c.list_all()[0]), 0, "still no task")
+        r = c.call("task.submit_batch", {"tasks": [good, good]})
+        eq(len(r["task_ids"]), 2, "a good batch creates every task")
+
+
+@test
+def dependencies_run_in_order():
+    with Daemon() as d:
+        d.agents(2, "--latency-ms", "30", "--latency-spread", "0.1", "--concurrency", "4")
+        c = d.client()
+        r = c.call("task.submit_batch", {"tasks": [
+            {"type": "plan", "key": "plan"},
+            {"type": "research", "key": "r1", "after_keys": ["plan"]},
+            {"type": "research", "key": "r2", "after_keys": ["plan"]},
+            {"type": "synth", "key": "synth", "after_keys": ["r1", "r2"]},
+        ]})
+        plan, r1, r2, synth = r["task_ids"]
+        t = c.get(synth)
+        eq(t["state"], "deferred", "a task waiting on others is deferred")
+        eq(t["deferred_reason"], "dependencies", "deferred_reason")
+        eq(sorted(t["after"]), sorted([r1, r2]), "after lists the resolved ids")
+        done = wait_terminal(c, [plan, r1, r2, synth])
+        for tid in (plan, r1, r2, synth):
+            eq(done[tid]["state"], "succeeded", tid)
+        for dep in (r1, r2):
+            check(done[dep]["started_ms"] >= done[plan]["finished_ms"], "research ran after plan")
+            check(done[synth]["started_ms"] >= done[dep]["finished_ms"], "synthesis ran after research")
+        # A failed dependency fails its dependents with dependency_failed.
+        bad = c.call("task.submit", {"type": "never", "timeout_ms": 100, "max_retries": 0})["task_id"]
+        child = c.call("task.submit", {"type": "echo", "after": [bad]})["task_id"]
+        c.call("task.cancel", {"task_id": bad})
+        t = c.call("task.wait", {"task_id": child, "timeout_ms": 5000})
+        eq(t["state"], "failed", "dependent of a cancelled task")
+        eq(t["error"]["code"], "dependency_failed", "error code")
+
+
+@test
 def retries_exhausted():
     with Daemon() as d:
         a = d.agent("--fail-rate", 1, "--latency-ms", 5)

@@ -1008,26 +1008,85 @@ Test(scheduler, a_dependent_failed_by_another_dependency_is_forgotten) {
     swd_sched_config_t cfg = default_cfg();
     cfg.retain_finished_ms = 1000;
     setup_with(&cfg, true);
-    fake_link_t *l = fake_agent_add(&H.agents, &H.clock, "w1", NULL, 2);
+    fake_link_t *l = fake_agent_add(&H.agents, &H.clock, "w1", "work", 2);
     swd_task_t *a = submit("work", SWD_PRIO_MEDIUM);
     swd_task_t *b = submit("work", SWD_PRIO_MEDIUM);
+    swd_task_t *d = submit("work", SWD_PRIO_MEDIUM); // waits for a slot
     uint64_t deps[2] = {a->seq, b->seq};
+    uint64_t d_seq = d->seq;
     step_until_runs(l, 2, 1000);
-    swd_task_spec_t sc = spec_of("work", SWD_PRIO_MEDIUM);
-    sc.after = deps;
-    sc.nafter = 2;
-    swd_task_t *c = submit_spec(&sc);
-    cr_assert_str_eq(state_of(c), "deferred");
-    fake_run_t *rb = fake_find(l, b->id, 1);
-    fake_fail(l, rb, "bad_input", false, 0);
-    cr_assert_str_eq(state_of(c), "failed");
-    cr_assert_str_eq(c->error_code, "dependency_failed");
-    swd_clock_advance(&H.clock, 2000); // C (and B) are gone
-    fake_run_t *ra = fake_find(l, a->id, 1);
-    fake_ok(l, ra, "a done");
+    // Dependents of A and B; B's failure fails them at once.
+    enum { NC = 16 };
+    swd_task_t *c[NC];
+    for (int i = 0; i < NC; i++) {
+        swd_task_spec_t sc = spec_of("work", SWD_PRIO_MEDIUM);
+        sc.after = deps;
+        sc.nafter = 2;
+        c[i] = submit_spec(&sc);
+        cr_assert_str_eq(state_of(c[i]), "deferred");
+    }
+    fake_fail(l, fake_find(l, b->id, 1), "bad_input", false, 0);
+    for (int i = 0; i < NC; i++) {
+        cr_assert_str_eq(state_of(c[i]), "failed");
+        cr_assert_str_eq(c[i]->error_code, "dependency_failed");
+    }
+    step_until_runs(l, 3, now() + 1000); // D takes B's slot
+    cr_assert_str_eq(l->runs[2].task_id, d->id);
+    swd_clock_advance(&H.clock, 2000); // B and the dependents are gone
+    cr_assert_eq(H.sched.count[SWD_TASK_FAILED], 0);
+    swd_task_spec_t sw = spec_of("work", SWD_PRIO_MEDIUM);
+    sw.after = &d_seq;
+    sw.nafter = 1;
+    swd_task_t *w = submit_spec(&sw);
+    cr_assert_str_eq(state_of(w), "deferred");
+    // A finishes: nothing else may change.
+    fake_ok(l, fake_find(l, a->id, 1), "a done");
     turn();
     cr_assert_str_eq(state_of(a), "succeeded");
-    cr_assert_eq(H.sched.stats.failed, 2);
+    cr_assert_str_eq(state_of(w), "deferred", "W was released by A's end, not D's");
+    cr_assert_eq(H.sched.stats.failed, 1 + NC);
+    fake_ok(l, fake_find(l, d->id, 1), "d done");
+    step_until_runs(l, 4, now() + 1000);
+    cr_assert_str_eq(l->runs[3].task_id, w->id);
+    teardown();
+    ASSERT_NO_LEAKS();
+}
+
+Test(scheduler, a_dependent_failed_at_submit_is_forgotten) {
+    swd_sched_config_t cfg = default_cfg();
+    cfg.retain_finished_ms = 1000;
+    setup_with(&cfg, true);
+    fake_link_t *l = fake_agent_add(&H.agents, &H.clock, "w1", "work", 1);
+    swd_task_t *x = submit("work", SWD_PRIO_MEDIUM);
+    uint64_t x_seq = x->seq;
+    step_until_runs(l, 1, 1000);
+    fake_fail(l, &l->runs[0], "bad_input", false, 0); // X failed, kept 1 s
+    swd_task_t *a = submit("work", SWD_PRIO_MEDIUM);
+    swd_task_t *b = submit("work", SWD_PRIO_MEDIUM); // waits for the one slot
+    uint64_t deps[2] = {a->seq, x_seq};
+    uint64_t b_seq = b->seq;
+    step_until_runs(l, 2, now() + 1000);
+    cr_assert_str_eq(l->runs[1].task_id, a->id);
+    // After {A (running), X (failed)}: failed at submit.
+    enum { NC = 16 };
+    for (int i = 0; i < NC; i++) {
+        swd_task_spec_t sc = spec_of("work", SWD_PRIO_MEDIUM);
+        sc.after = deps;
+        sc.nafter = 2;
+        swd_task_t *c = submit_spec(&sc);
+        cr_assert_str_eq(state_of(c), "failed");
+        cr_assert_str_eq(c->error_code, "dependency_failed");
+    }
+    swd_clock_advance(&H.clock, 2000); // they are gone
+    cr_assert_eq(H.sched.count[SWD_TASK_FAILED], 0);
+    swd_task_spec_t sw = spec_of("work", SWD_PRIO_MEDIUM);
+    sw.after = &b_seq;
+    sw.nafter = 1;
+    swd_task_t *w = submit_spec(&sw);
+    fake_ok(l, &l->runs[1], "a done");
+    turn();
+    cr_assert_str_eq(state_of(a), "succeeded");
+    cr_assert_str_eq(state_of(w), "deferred", "W was released by A's end, not B's");
     teardown();
     ASSERT_NO_LEAKS();
 }
