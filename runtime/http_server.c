@@ -455,9 +455,10 @@ static void on_write(uv_write_t *req, int status) {
     if (c->closing) {
         return;
     }
-    bool streaming = c->res != NULL && c->res->streaming && !c->finishing;
-    if (!c->lingering && !streaming && c->res == NULL) {
-        timer_start(c, c->server->opts.idle_timeout_ms); // progress
+    // Progress: the client reads. (While a response is outstanding the
+    // timer is off; a stream is bounded by its pending output instead.)
+    if (!c->lingering && c->res == NULL) {
+        timer_start(c, c->server->opts.idle_timeout_ms);
     }
     conn_flush(c);
     if (c->wbuf != NULL) {
@@ -610,7 +611,11 @@ void swd_http_stream_begin(swd_http_res_t *res, int status, const char *content_
 }
 
 bool swd_http_stream_write(swd_http_res_t *res, const char *data, size_t len) {
-    if (res == NULL || res->in_close_cb || res->gone || !res->streaming) {
+    if (res == NULL || res->in_close_cb || res->gone) {
+        return false;
+    }
+    assert(res->streaming && "swd_http_stream_write() before swd_http_stream_begin()");
+    if (!res->streaming) {
         return false;
     }
     conn_t *c = res->conn;
@@ -670,8 +675,7 @@ const char *swd_http_req_header(const swd_http_req_t *req, const char *name) {
     return header_find(req->headers, req->nheaders, name);
 }
 
-const char *swd_http_query_get(const swd_http_req_t *req, const char *name, char *buf,
-                               size_t cap) {
+const char *swd_http_query_get(const swd_http_req_t *req, const char *name, char *buf, size_t cap) {
     const char *q = req->query;
     size_t nlen = strlen(name);
     while (q != NULL && *q != '\0') {

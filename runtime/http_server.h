@@ -21,6 +21,9 @@
 // frees it. Connections and the server are freed only in libuv close
 // callbacks, so after swd_http_server_close() the loop runs dry and
 // uv_loop_close() returns 0.
+//
+// libuv writes with write(2): the process must ignore SIGPIPE, or a client
+// that leaves mid-answer kills it.
 #ifndef SWD_RUNTIME_HTTP_SERVER_H
 #define SWD_RUNTIME_HTTP_SERVER_H
 
@@ -34,12 +37,12 @@ typedef struct swd_http_res swd_http_res_t;
 
 /// Limits of a server; 0 in any field means the default.
 typedef struct swd_http_server_opts {
-    uint32_t max_connections; ///< default 256; more are answered 503 and closed
-    size_t max_header_bytes;  ///< request line and headers; default 32 KiB, beyond: 431
-    uint64_t idle_timeout_ms; ///< default 30000: idle connections close; a
-                              ///< request whose headers do not complete in
-                              ///< time gets 408
-    size_t max_body_bytes;    ///< default 64 KiB (bodies are read and dropped), beyond: 413
+    uint32_t max_connections;        ///< default 256; more are answered 503 and closed
+    size_t max_header_bytes;         ///< request line and headers; default 32 KiB, beyond: 431
+    uint64_t idle_timeout_ms;        ///< default 30000: idle connections close; a
+                                     ///< request whose headers do not complete in
+                                     ///< time gets 408
+    size_t max_body_bytes;           ///< default 64 KiB (bodies are read and dropped), beyond: 413
     size_t max_stream_pending_bytes; ///< default 1 MiB: a stream whose unsent
                                      ///< output passes this is cut off
 } swd_http_server_opts_t;
@@ -100,8 +103,7 @@ const char *swd_http_req_header(const swd_http_req_t *req, const char *name);
 /// ('+' is a space) into `buf` (`cap` bytes, NUL-terminated): `buf`, "" for
 /// a name without a value, or NULL when it is absent, does not fit or holds
 /// a NUL byte.
-const char *swd_http_query_get(const swd_http_req_t *req, const char *name, char *buf,
-                               size_t cap);
+const char *swd_http_query_get(const swd_http_req_t *req, const char *name, char *buf, size_t cap);
 
 /// Answers with `status`, `content_type` (may be NULL: no Content-Type)
 /// and `len` bytes of `body` (borrowed, copied; may be NULL when len is 0).

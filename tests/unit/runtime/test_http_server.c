@@ -306,7 +306,7 @@ static char *cli_read_all(int fd, bool *closed) {
 
 static void wait_flag(atomic_int *flag, int ms, const char *what) {
     for (int i = 0; i < ms / 10 && !atomic_load(flag); i++) {
-        struct timespec ts = {.tv_nsec = 10 * 1000 * 1000};
+        struct timespec ts = {.tv_nsec = 10000000L};
         nanosleep(&ts, NULL);
     }
     cr_assert(atomic_load(flag), "%s did not happen", what);
@@ -458,19 +458,21 @@ Test(http_server, malformed_request_line_is_400_and_close) {
 Test(http_server, headers_over_32k_are_431) {
     server_start(NULL);
     int fd = cli_connect();
-    size_t cap = 48 * 1024;
+    size_t cap = (size_t)48 * 1024;
     char *req = malloc(cap);
     size_t n = (size_t)snprintf(req, cap, "GET /hello HTTP/1.1\r\nHost: t\r\n");
     for (int i = 0; i < 42; i++) {
         n += (size_t)snprintf(req + n, cap - n, "X-Pad-%02d: ", i);
         memset(req + n, 'a', 1000);
         n += 1000;
-        memcpy(req + n, "\r\n", 2);
+        req[n] = '\r';
+        req[n + 1] = '\n';
         n += 2;
     }
-    memcpy(req + n, "\r\n", 2);
+    req[n] = '\r';
+    req[n + 1] = '\n';
     n += 2;
-    cr_assert_gt(n, 40 * 1024);
+    cr_assert_gt(n, (size_t)40 * 1024);
     cli_send_n(fd, req, n);
     free(req);
     bool closed;
@@ -571,7 +573,8 @@ Test(http_server, query_parameters_are_percent_decoded) {
            "n=200|msg=hello world x&y|flag=|missing=NULL|tiny=NULL"
            "|raw=n=200&msg=hello%20world+x%26y&flag");
     get_ok(fd, "/q", "n=NULL|msg=NULL|flag=NULL|missing=NULL|tiny=NULL|raw=NULL");
-    get_ok(fd, "/q?m%73g=ok&n=%00", "n=NULL|msg=ok|flag=NULL|missing=NULL|tiny=ok|raw=m%73g=ok&n=%00");
+    get_ok(fd, "/q?m%73g=ok&n=%00",
+           "n=NULL|msg=ok|flag=NULL|missing=NULL|tiny=ok|raw=m%73g=ok&n=%00");
     close(fd);
     server_stop();
     ASSERT_NO_LEAKS();
@@ -587,7 +590,7 @@ Test(http_server, header_lookup_ignores_case) {
     resp_free(&r);
     // Headers split across writes are put together again.
     cli_send(fd, "GET /hdr HTTP/1.1\r\nHost: t\r\nX-T");
-    struct timespec ts = {.tv_nsec = 20 * 1000 * 1000};
+    struct timespec ts = {.tv_nsec = 20000000L};
     nanosleep(&ts, NULL);
     cli_send(fd, "est: spl");
     nanosleep(&ts, NULL);
@@ -671,8 +674,8 @@ Test(http_server, slow_stream_client_is_cut_off_others_served) {
     int slow = cli_connect_buf(4096);
     cli_send(slow, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
     // The stream is running; another client is served meanwhile.
-    while (atomic_load(&F.big_bytes) < 256 * 1024 && !atomic_load(&F.big_cut)) {
-        struct timespec ts = {.tv_nsec = 1000 * 1000};
+    while (atomic_load(&F.big_bytes) < 256L * 1024 && !atomic_load(&F.big_cut)) {
+        struct timespec ts = {.tv_nsec = 1000000L};
         nanosleep(&ts, NULL);
     }
     int fd = cli_connect();
@@ -764,7 +767,7 @@ Test(http_server, connections_over_limit_get_503) {
         }
         close(d);
         d = -1;
-        struct timespec ts = {.tv_nsec = 20 * 1000 * 1000};
+        struct timespec ts = {.tv_nsec = 20000000L};
         nanosleep(&ts, NULL);
     }
     cr_assert_geq(d, 0, "no slot came free");

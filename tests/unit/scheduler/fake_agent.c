@@ -21,6 +21,22 @@ static void fake_run(swd_agent_t *a, const swd_run_t *run) {
     snprintf(r->type, sizeof(r->type), "%s", run->type);
     r->timeout_ms = run->timeout_ms;
     r->at_ms = swd_clock_now(l->clock);
+    switch (l->mode) {
+    case FAKE_ASYNC:
+        break;
+    case FAKE_SYNC_OK:
+        fake_ok(l, r, "sync");
+        break;
+    case FAKE_SYNC_FAIL:
+        fake_fail(l, r, "refused", true, 0);
+        break;
+    case FAKE_SYNC_FAIL_HARD:
+        fake_fail(l, r, "refused", false, 0);
+        break;
+    case FAKE_SYNC_KILL:
+        swd_agent_kill(a, "connection lost");
+        break;
+    }
 }
 
 static void fake_cancel(swd_agent_t *a, const char *task_id, uint32_t attempt) {

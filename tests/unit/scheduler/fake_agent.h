@@ -29,6 +29,17 @@ typedef struct fake_cancel {
     uint32_t attempt;
 } fake_cancel_t;
 
+/// What run() does besides recording: by default nothing (the test answers
+/// later); the others answer or die inside run() itself, as a transport
+/// whose write fails at once would.
+typedef enum fake_mode {
+    FAKE_ASYNC,
+    FAKE_SYNC_OK,        ///< answers success inside run()
+    FAKE_SYNC_FAIL,      ///< answers a retryable "refused" inside run()
+    FAKE_SYNC_FAIL_HARD, ///< answers a non-retryable "refused" inside run()
+    FAKE_SYNC_KILL,      ///< the agent dies inside run() (connection lost)
+} fake_mode_t;
+
 /// The transport's link: owned by the registry once fake_agent_add()
 /// returns, freed by the transport's release hook (agent removed or registry
 /// closed). Valid exactly as long as its agent.
@@ -40,6 +51,7 @@ typedef struct fake_link {
     fake_cancel_t *cancels;
     size_t ncancels, cap_cancels;
     uint32_t configured; ///< the last configure() value, 0 when none
+    fake_mode_t mode;
 } fake_link_t;
 
 /// The fake transport's operations (name "fake").

@@ -71,6 +71,7 @@ static struct {
     size_t nev, cap;
     // Simulation counters (record == false).
     uint8_t *succeeded; ///< per task seq: how many `succeeded` events
+    uint8_t *terminal;  ///< per task seq: how many terminal events
     size_t nsucceeded;
     uint64_t run_hash; ///< FNV-1a over (task, agent, time) of `running` events
     uint64_t nrunning;
@@ -159,10 +160,15 @@ static void on_task_event(const swd_event_t *ev, void *data) {
         H.run_hash = fnv(H.run_hash, r.task_id, strlen(r.task_id) + 1);
         H.run_hash = fnv(H.run_hash, r.agent_id, strlen(r.agent_id) + 1);
         H.run_hash = fnv(H.run_hash, &r.now, sizeof(r.now));
-    } else if (strcmp(r.event, "succeeded") == 0) {
+    } else if (strcmp(r.event, "succeeded") == 0 || strcmp(r.event, "failed") == 0 ||
+               strcmp(r.event, "cancelled") == 0) {
         uint64_t seq = seq_of(r.task_id);
         cr_assert_lt(seq, H.nsucceeded);
-        H.succeeded[seq]++;
+        H.terminal[seq]++;
+        H.succeeded[seq] += r.event[0] == 's';
+        H.run_hash = fnv(H.run_hash, r.event, strlen(r.event) + 1);
+        H.run_hash = fnv(H.run_hash, r.task_id, strlen(r.task_id) + 1);
+        H.run_hash = fnv(H.run_hash, &r.now, sizeof(r.now));
     }
 }
 
@@ -218,6 +224,7 @@ static void teardown(void) {
     swd_buf_close(&H.buf);
     free(H.ev);
     free(H.succeeded);
+    free(H.terminal);
     swd_log_shutdown();
     memset(&H, 0, sizeof(H));
 }
@@ -1177,6 +1184,7 @@ static void sim_scenario(uint64_t seed_base, uint64_t *hash, uint64_t *nrunning)
     setup_with(&cfg, false);
     H.nsucceeded = SIM_TASKS + 1;
     H.succeeded = swd_xcalloc(H.nsucceeded, 1);
+    H.terminal = swd_xcalloc(H.nsucceeded, 1);
     for (int i = 0; i < SIM_AGENTS; i++) {
         swd_sim_params_t p;
         swd_sim_params_init(&p);
@@ -1227,5 +1235,147 @@ Test(scheduler, simulation_of_10000_tasks_is_complete_and_deterministic) {
     // The hash does see the simulation: other seeds, other timings.
     sim_scenario(2000, &h3, &n3);
     cr_assert_neq(h1, h3);
+    ASSERT_NO_LEAKS();
+}
+
+// Faults everywhere: retryable and fatal errors, hangs (caught by the
+// attempt timeout), an agent that crashes, one that answers "overloaded"
+// with retry_after. Every acknowledged task still ends exactly once, and
+// the run replays exactly from its seeds.
+enum { CHAOS_TASKS = 5000 };
+
+static void chaos_scenario(uint64_t seed_base, uint64_t *hash) {
+    swd_sched_config_t cfg = default_cfg();
+    cfg.seed = seed_base;
+    setup_with(&cfg, false);
+    H.nsucceeded = CHAOS_TASKS + 1;
+    H.succeeded = swd_xcalloc(H.nsucceeded, 1);
+    H.terminal = swd_xcalloc(H.nsucceeded, 1);
+    swd_agent_t *crasher = NULL;
+    for (int i = 0; i < SIM_AGENTS; i++) {
+        swd_sim_params_t p;
+        swd_sim_params_init(&p);
+        p.seed = seed_base + (uint64_t)i;
+        p.latency_ms = 50;
+        p.latency_spread = 0.3;
+        p.capacity = 4;
+        p.fail_rate = 0.05;
+        p.fatal_rate = 0.005;
+        p.hang_rate = 0.01;
+        if (i == 0) {
+            p.crash_after_tasks = 50;
+        }
+        if (i == 1) {
+            p.overload_at = 2;
+            p.retry_after_ms = 500;
+        }
+        char name[16];
+        snprintf(name, sizeof(name), "sim-%d", i);
+        swd_agent_spec_t spec = {.name = name, .max_concurrency = 4};
+        swd_agent_t *a = swd_sim_agent_add(&H.agents, &H.clock, &spec, &p);
+        cr_assert_not_null(a);
+        if (i == 0) {
+            crasher = a;
+        }
+    }
+    for (int i = 0; i < CHAOS_TASKS; i++) {
+        swd_task_spec_t spec = spec_of("work", i % SWD_PRIO_COUNT);
+        spec.timeout_ms = 1000;
+        spec.max_retries = 5;
+        submit_spec(&spec);
+    }
+    // Past the crash, before the dead agent is forgotten.
+    swd_clock_advance(&H.clock, 20000);
+    cr_assert_eq(crasher->state, SWD_AGENT_DEAD);
+    uint64_t steps = 0;
+    while (swd_clock_step(&H.clock)) {
+        cr_assert_lt(++steps, 10000000, "the simulation does not settle");
+    }
+    for (uint64_t seq = 1; seq <= CHAOS_TASKS; seq++) {
+        cr_assert_eq(H.terminal[seq], 1, "task t-%llu ended %u times", (unsigned long long)seq,
+                     H.terminal[seq]);
+    }
+    const swd_sched_stats_t *st = &H.sched.stats;
+    cr_assert_eq(st->succeeded + st->failed, CHAOS_TASKS);
+    cr_assert_eq(st->cancelled, 0);
+    cr_assert_gt(st->retries, 0);
+    cr_assert_gt(st->timeouts, 0, "hangs end in timeouts");
+    cr_assert_gt(st->succeeded, CHAOS_TASKS * 95 / 100, "only %llu succeeded",
+                 (unsigned long long)st->succeeded);
+    cr_assert_null(H.sched.first);
+    cr_assert_eq(H.agents.total, SIM_AGENTS - 1, "the dead agent is forgotten after retention");
+    for (swd_agent_t *a = H.agents.head; a != NULL; a = a->next) {
+        cr_assert_eq(a->inflight, 0, "agent %s", a->id);
+    }
+    *hash = H.run_hash;
+    teardown();
+}
+
+Test(scheduler, simulation_with_faults_loses_nothing_and_replays) {
+    uint64_t h1, h2;
+    chaos_scenario(77, &h1);
+    chaos_scenario(77, &h2);
+    cr_assert_eq(h1, h2, "same seeds, different runs");
+    ASSERT_NO_LEAKS();
+}
+
+// ---- transports that answer inside run() ----
+
+Test(scheduler, answers_given_inside_run_are_handled) {
+    setup();
+    fake_link_t *ok = fake_agent_add(&H.agents, &H.clock, "ok", "ok", 1);
+    fake_link_t *hard = fake_agent_add(&H.agents, &H.clock, "hard", "hard", 1);
+    fake_link_t *soft = fake_agent_add(&H.agents, &H.clock, "soft", "soft", 1);
+    ok->mode = FAKE_SYNC_OK;
+    hard->mode = FAKE_SYNC_FAIL_HARD;
+    soft->mode = FAKE_SYNC_FAIL;
+    swd_task_t *t_ok[3];
+    for (int i = 0; i < 3; i++) {
+        t_ok[i] = submit("ok", SWD_PRIO_MEDIUM);
+    }
+    swd_task_t *t_hard = submit("hard", SWD_PRIO_MEDIUM);
+    swd_task_spec_t spec = spec_of("soft", SWD_PRIO_MEDIUM);
+    spec.max_retries = 2;
+    swd_task_t *t_soft = submit_spec(&spec);
+    swd_clock_advance(&H.clock, 10000);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_str_eq(state_of(t_ok[i]), "succeeded");
+        cr_assert_eq(t_ok[i]->attempts, 1);
+        assert_result_is(t_ok[i], "sync");
+    }
+    cr_assert_eq(ok->nruns, 3);
+    cr_assert_eq(ok->agent->inflight, 0);
+    cr_assert_str_eq(state_of(t_hard), "failed");
+    cr_assert_eq(t_hard->attempts, 1);
+    cr_assert_str_eq(t_hard->error_code, "refused");
+    cr_assert_str_eq(state_of(t_soft), "failed");
+    cr_assert_eq(t_soft->attempts, 3);
+    cr_assert_eq(soft->nruns, 3);
+    cr_assert_eq(H.sched.stats.retries, 2);
+    cr_assert_eq(H.sched.stats.stale, 0);
+    teardown();
+    ASSERT_NO_LEAKS();
+}
+
+Test(scheduler, an_agent_dying_inside_run_loses_nothing) {
+    setup();
+    fake_link_t *k = fake_agent_add(&H.agents, &H.clock, "dies", NULL, 2);
+    k->mode = FAKE_SYNC_KILL;
+    swd_task_t *t = submit("work", SWD_PRIO_MEDIUM);
+    turn();
+    cr_assert_eq(k->nruns, 1);
+    cr_assert_eq(k->agent->state, SWD_AGENT_DEAD);
+    cr_assert_str_eq(state_of(t), "queued");
+    cr_assert_str_eq(t->error_code, "agent_lost");
+    cr_assert_eq(k->agent->inflight, 0);
+    fake_link_t *b = fake_agent_add(&H.agents, &H.clock, "B", NULL, 1);
+    step_until_runs(b, 1, now() + 1000);
+    fake_ok(b, &b->runs[0], "ok");
+    turn();
+    cr_assert_str_eq(state_of(t), "succeeded");
+    cr_assert_eq(t->attempts, 2);
+    cr_assert_eq(k->nruns, 1);
+    cr_assert_eq(H.sched.count[SWD_TASK_RUNNING], 0);
+    teardown();
     ASSERT_NO_LEAKS();
 }
