@@ -783,8 +783,8 @@ static void swd_agent_usage(FILE *out) {
     static const char *const lines[][2] = {
         {"--connect HOST:PORT", "connect to swarmd's RPC listener over TCP"},
         {"--stdio", "speak the RPC protocol on stdin/stdout (process pools)"},
-        {"--name NAME", "agent name (default swarm-agent-<pid>)"},
-        {"--pool POOL", "pool to join (default: swarmd's \"default\")"},
+        {"--name NAME", "agent name (default $SWARMD_AGENT_NAME, else swarm-agent-<pid>)"},
+        {"--pool POOL", "pool to join (default $SWARMD_POOL, else swarmd's \"default\")"},
         {"--capabilities a,b", "task types served; * serves all (default *)"},
         {"--concurrency N", "tasks run at once, sent as max_concurrency (default 1)"},
         {"--token T", "agent token (default $SWARMD_AGENT_TOKEN, else $SWARMD_TOKEN)"},
@@ -977,6 +977,16 @@ static void swd_agent_opts_init(swd_agent_opts_t *o, int argc) {
     memset(o, 0, sizeof(*o));
     snprintf(o->default_name, sizeof(o->default_name), "swarm-agent-%ld", (long)getpid());
     o->name = o->default_name;
+    // A process pool names its children through the environment; the flags
+    // still win.
+    const char *env_name = getenv("SWARMD_AGENT_NAME");
+    const char *env_pool = getenv("SWARMD_POOL");
+    if (env_name != NULL && env_name[0] != '\0') {
+        o->name = env_name;
+    }
+    if (env_pool != NULL && env_pool[0] != '\0') {
+        o->pool = env_pool;
+    }
     o->concurrency = 1;
     o->log_level = SWD_LOG_INFO;
     o->labels = swd_xcalloc((size_t)argc + 1, sizeof(char *));

@@ -6,7 +6,9 @@
 #include <jansson.h>
 
 #include "proto/json.h"
+#include "agents/process_pool.h"
 #include "runtime/daemon.h"
+#include "runtime/process.h"
 #include "runtime/log.h"
 
 // Log records reach `subscribe` clients as events on the bus's log topic.
@@ -64,9 +66,14 @@ void swd_daemon_drain(swd_daemon_t *d) {
 
 static void on_signal(uv_signal_t *h, int signum) {
     swd_daemon_t *d = h->data;
+    if (d->hooks.signal != NULL) {
+        d->hooks.signal(d, signum, d->hooks.data);
+        return;
+    }
     if (++d->signals > 1) {
         // A second signal: the operator wants out now.
         swd_log_warn("daemon", "second signal: exiting at once", "{s:i}", "signal", signum);
+        swd_process_kill_all(); // no child outlives us
         _exit(1);
     }
     swd_log_info("daemon", "signal received", "{s:i}", "signal", signum);
@@ -79,19 +86,84 @@ static void close_handle(uv_handle_t *h) {
     }
 }
 
+// Children are asked to stop (SIGTERM, SIGKILL after the grace) before the
+// modules their connections reach are closed; the loop runs on until every
+// one of them is reaped.
+static void stop_pools(swd_daemon_t *d) {
+    for (size_t i = 0; i < d->npools; i++) {
+        swd_process_pool_free(d->pools[i]);
+    }
+    free(d->pools);
+    d->pools = NULL;
+    d->npools = 0;
+}
+
+static int start_pools(swd_daemon_t *d, char *err, size_t errlen) {
+    const swd_config_t *cfg = d->cfg;
+    d->pools = calloc(cfg->n_pools ? cfg->n_pools : 1, sizeof(*d->pools));
+    for (size_t i = 0; i < cfg->n_pools; i++) {
+        const swd_pool_config_t *pc = &cfg->pools[i];
+        if (pc->kind != SWD_POOL_PROCESS) {
+            continue; // remote agents connect by themselves
+        }
+        char key[200];
+        snprintf(key, sizeof(key), "pools.%s.max_concurrency", pc->name);
+        const char *conc_src = swd_config_source(cfg, key);
+        snprintf(key, sizeof(key), "pools.%s.capabilities", pc->name);
+        const char *caps_src = swd_config_source(cfg, key);
+        swd_process_pool_opts_t po = {
+            .loop = &d->loop,
+            .clock = &d->clock,
+            .bus = &d->bus,
+            .agents = &d->agents,
+            .server = d->rpc,
+            .cfg = pc,
+            .apply_concurrency = conc_src != NULL && strcmp(conc_src, "default") != 0,
+            .check_capabilities = caps_src != NULL && strcmp(caps_src, "default") != 0,
+            .agent_token = cfg->auth.agent_token ? cfg->auth.agent_token : cfg->auth.token,
+        };
+        d->pools[d->npools] = swd_process_pool_new(&po);
+        if (swd_process_pool_start(d->pools[d->npools++], err, errlen) != 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int swd_daemon_check_pools(const swd_config_t *cfg, char *err, size_t errlen) {
+    for (size_t i = 0; i < cfg->n_pools; i++) {
+        if (cfg->pools[i].kind == SWD_POOL_HTTP) {
+            snprintf(err, errlen,
+                     "pools[%zu] (%s): pools of kind http are not implemented yet; use a "
+                     "process or remote pool",
+                     i, cfg->pools[i].name);
+            return 2;
+        }
+    }
+    return 0;
+}
+
 // Tears everything down; the loop then runs dry and closes.
 static void stop(swd_daemon_t *d) {
     if (d->stopped) {
         return;
     }
     d->stopped = true;
+    if (d->hooks.stopping != NULL) {
+        d->hooks.stopping(d, d->hooks.data);
+    }
+    stop_pools(d);
     swd_timer_stop(&d->grace_timer);
     swd_timer_stop(&d->stop_timer);
     swd_sched_abandon(&d->sched);
+    swd_status_close(d->status);
+    d->status = NULL;
     if (d->rpc != NULL) {
         swd_rpc_server_close(d->rpc);
         d->rpc = NULL;
     }
+    swd_daemon_metrics_free(d->daemon_metrics);
+    d->daemon_metrics = NULL;
     if (d->log_sink != NULL) {
         swd_log_remove_sink(d->log_sink);
         d->log_sink = NULL;
@@ -101,6 +173,8 @@ static void stop(swd_daemon_t *d) {
     swd_rpc_agents_free(d->rpc_agents);
     d->rpc_agents = NULL;
     swd_bus_close(&d->bus);
+    swd_metrics_free(d->metrics);
+    d->metrics = NULL;
     swd_clock_close(&d->clock);
     close_handle((uv_handle_t *)&d->sigint);
     close_handle((uv_handle_t *)&d->sigterm);
@@ -145,6 +219,9 @@ static void build(swd_daemon_t *d, swd_config_t *cfg) {
     d->api = (swd_api_t){&d->sched, &d->agents, &d->bus, cfg};
     swd_api_register(&d->api, d->rpc);
     d->log_sink = swd_log_add_sink(on_log_record, d);
+    d->metrics = swd_metrics_new();
+    d->daemon_metrics = swd_daemon_metrics_new(d->metrics, &d->bus, &d->sched, &d->agents, d->rpc);
+    d->status = swd_status_new(&d->loop, &d->api, &d->ready, d->metrics);
     swd_timer_init(&d->clock, &d->grace_timer, on_grace_over, d);
     swd_timer_init(&d->clock, &d->stop_timer, on_stop_timer, d);
 }
@@ -157,6 +234,10 @@ static int listen_all(swd_daemon_t *d, char *err, size_t errlen) {
                                                              sizeof(d->rpc_addr), err, errlen) != 0) {
         return 1;
     }
+    if (cfg->listen.http != NULL && swd_status_listen(d->status, cfg->listen.http, d->http_addr,
+                                                      sizeof(d->http_addr), err, errlen) != 0) {
+        return 1;
+    }
     if (cfg->listen.unix_path != NULL &&
         swd_rpc_server_listen_unix(d->rpc, cfg->listen.unix_path, err, errlen) != 0) {
         return 1;
@@ -167,6 +248,10 @@ static int listen_all(swd_daemon_t *d, char *err, size_t errlen) {
 int swd_daemon_start(swd_daemon_t *d, swd_config_t *cfg, char *err, size_t errlen) {
     memset(d, 0, sizeof(*d));
     d->cfg = cfg;
+    int pr = swd_daemon_check_pools(cfg, err, errlen);
+    if (pr != 0) {
+        return pr;
+    }
     uv_loop_init(&d->loop);
     build(d, cfg);
     uv_signal_init(&d->loop, &d->sigint);
@@ -184,6 +269,12 @@ int swd_daemon_start(swd_daemon_t *d, swd_config_t *cfg, char *err, size_t errle
     swd_log_info("daemon", "listening", "{s:s,s:s?,s:s?,s:i}", "rpc", d->rpc_addr, "http",
                  d->http_addr[0] ? d->http_addr : NULL, "unix", cfg->listen.unix_path, "pid",
                  (int)getpid());
+    if (start_pools(d, err, errlen) != 0) {
+        stop(d);
+        uv_run(&d->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&d->loop);
+        return 1;
+    }
     return 0;
 }
 

@@ -2,12 +2,14 @@
 // --print-config. Exit codes: 0 fine, 1 runtime failure (bind), 2 bad
 // configuration or usage.
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime/config.h"
 #include "runtime/daemon.h"
+#include "runtime/workload.h"
 
 extern char **environ;
 
@@ -15,6 +17,8 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: swarmd serve [--config FILE] [--listen HOST:PORT] [--http HOST:PORT]\n"
             "                    [--unix PATH] [--ready-file FILE] [--log-level LEVEL]\n"
+            "       swarmd run WORKLOAD [--report FILE.json] [--results FILE.jsonl]\n"
+            "                  [--listen HOST:PORT] [--http HOST:PORT] [--scale F]\n"
             "       swarmd check FILE\n"
             "       swarmd --print-config [--config FILE]\n"
             "       swarmd --version\n"
@@ -120,10 +124,11 @@ static int load_config(swd_config_t *cfg, const options_t *o) {
 static int cmd_serve(const options_t *o, swd_config_t *cfg) {
     swd_daemon_t *d = calloc(1, sizeof(*d));
     char err[256] = "";
-    if (swd_daemon_start(d, cfg, err, sizeof(err)) != 0) {
+    int sr = swd_daemon_start(d, cfg, err, sizeof(err));
+    if (sr != 0) {
         fprintf(stderr, "swarmd: %s\n", err);
         free(d);
-        return 1;
+        return sr; // 2: pools it cannot run, refused before anything listened
     }
     if (o->ready_file != NULL && swd_daemon_write_ready_file(d, o->ready_file) != 0) {
         fprintf(stderr, "swarmd: cannot write ready file %s\n", o->ready_file);
@@ -136,6 +141,9 @@ static int cmd_serve(const options_t *o, swd_config_t *cfg) {
 }
 
 static int cmd_check(const char *file) {
+    if (swd_workload_detect(file)) {
+        return swd_run_check(file);
+    }
     options_t o = {.config = file};
     swd_config_t cfg;
     int r = load_config(&cfg, &o);
@@ -147,6 +155,9 @@ static int cmd_check(const char *file) {
 }
 
 int main(int argc, char **argv) {
+    // A peer that leaves mid-write must cost an error on that write, not the
+    // whole daemon.
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -166,6 +177,9 @@ int main(int argc, char **argv) {
             return 2;
         }
         return cmd_check(argv[2]);
+    }
+    if (strcmp(cmd, "run") == 0) {
+        return swd_run_main(argc - 1, argv + 1);
     }
     options_t o = {0};
     bool serve = strcmp(cmd, "serve") == 0;

@@ -276,12 +276,20 @@ void swd_rpc_conn_send(swd_rpc_conn_t *c) {
     kick_write(c);
 }
 
+static void replied(swd_rpc_conn_t *c, uint64_t msgid, const char *code) {
+    if (c->opts.on_reply != NULL) {
+        c->opts.on_reply(c, msgid, code, c->opts.data);
+    }
+}
+
 msgpack_packer *swd_rpc_conn_reply_begin(swd_rpc_conn_t *c, uint64_t msgid) {
+    replied(c, msgid, NULL);
     return swd_enc_result(encoder_for(c), msgid);
 }
 
 void swd_rpc_conn_reply_error(swd_rpc_conn_t *c, uint64_t msgid, swd_rpc_error_t code,
                               const char *message) {
+    replied(c, msgid, swd_rpc_error_code(code));
     swd_enc_error(encoder_for(c), msgid, code, message);
     swd_rpc_conn_send(c);
 }
@@ -289,11 +297,13 @@ void swd_rpc_conn_reply_error(swd_rpc_conn_t *c, uint64_t msgid, swd_rpc_error_t
 msgpack_packer *swd_rpc_conn_reply_error_data(swd_rpc_conn_t *c, uint64_t msgid,
                                               swd_rpc_error_t code, const char *message) {
     c->error_data_open = true;
+    replied(c, msgid, swd_rpc_error_code(code));
     return swd_enc_error_data(encoder_for(c), msgid, code, message);
 }
 
 msgpack_packer *swd_rpc_conn_reply_error_begin(swd_rpc_conn_t *c, uint64_t msgid) {
     swd_encoder_t *e = encoder_for(c);
+    replied(c, msgid, "error");
     msgpack_pack_array(&e->pk, 4);
     msgpack_pack_uint8(&e->pk, 1);
     msgpack_pack_uint64(&e->pk, msgid);

@@ -37,6 +37,9 @@ typedef void (*swd_rpc_dispatch_cb)(swd_rpc_conn_t *c, const swd_msg_t *msg, voi
 typedef void (*swd_rpc_response_cb)(swd_rpc_conn_t *c, const swd_msg_t *resp, uint64_t cookie,
                                     void *data);
 typedef void (*swd_rpc_close_cb)(swd_rpc_conn_t *c, void *data);
+/// This side answered request `msgid`; `code` is the error code, NULL for a
+/// result (for metrics).
+typedef void (*swd_rpc_reply_cb)(swd_rpc_conn_t *c, uint64_t msgid, const char *code, void *data);
 
 typedef enum swd_rpc_conn_kind {
     SWD_CONN_TCP,
@@ -49,6 +52,7 @@ typedef struct swd_rpc_conn_opts {
     size_t max_write_buffer_bytes; ///< 0: 64 MiB
     swd_rpc_dispatch_cb dispatch;
     swd_rpc_close_cb on_close; ///< may be NULL
+    swd_rpc_reply_cb on_reply; ///< may be NULL
     void *data;                ///< passed to dispatch and on_close
 } swd_rpc_conn_opts_t;
 

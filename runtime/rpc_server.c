@@ -7,6 +7,7 @@
 #include "proto/alloc.h"
 #include "proto/encoder.h"
 #include "runtime/log.h"
+#include "runtime/map.h"
 #include "runtime/net.h"
 #include "runtime/rpc_server.h"
 
@@ -31,6 +32,7 @@ typedef struct session {
     bool client_ok; // a hello with the right auth.token
     void *agent;
     swd_close_hook_t *hooks;
+    swd_u64map_t calls; // msgid -> method name, until answered (for metrics)
     struct session *prev, *next;
 } session_t;
 
@@ -161,6 +163,7 @@ static void session_closed(swd_rpc_conn_t *c, void *data) {
     }
     s->nconns--;
     swd_rpc_conn_set_user(c, NULL);
+    swd_u64map_close(&x->calls);
     free(x);
     maybe_free(s);
 }
@@ -222,15 +225,29 @@ static const method_t *find_method(const swd_rpc_server_t *s, const char *name, 
     return NULL;
 }
 
-static void observe(swd_rpc_server_t *s, const char *method, const char *code) {
-    if (s->observe != NULL) {
-        s->observe(method, code, s->observe_data);
+// Requests are counted when answered, with the answer's code; notifications
+// when they arrive.
+static void note_call(swd_rpc_server_t *s, session_t *x, const swd_msg_t *m, const char *method) {
+    if (s->observe == NULL) {
+        return;
+    }
+    if (m->kind == SWD_MSG_REQUEST) {
+        swd_u64map_put(&x->calls, m->msgid, (void *)method);
+    } else {
+        s->observe(method, NULL, s->observe_data);
+    }
+}
+
+static void on_reply(swd_rpc_conn_t *c, uint64_t msgid, const char *code, void *data) {
+    session_t *x = data;
+    const char *method = swd_u64map_del(&x->calls, msgid);
+    if (method != NULL && x->server->observe != NULL) {
+        x->server->observe(method, code, x->server->observe_data);
     }
 }
 
 static void refuse(swd_rpc_server_t *s, swd_rpc_conn_t *c, const swd_msg_t *m, const char *method,
                    swd_rpc_error_t code, const char *message) {
-    observe(s, method, swd_rpc_error_code(code));
     if (m->kind == SWD_MSG_REQUEST) {
         swd_rpc_conn_reply_error(c, m->msgid, code, message);
     }
@@ -262,6 +279,7 @@ static void on_dispatch(swd_rpc_conn_t *c, const swd_msg_t *m, void *data) {
     session_t *x = data;
     swd_rpc_server_t *s = x->server;
     const method_t *mt = find_method(s, m->method, m->method_len);
+    note_call(s, x, m, mt != NULL ? mt->name : "unknown");
     if (mt == NULL) {
         if (m->kind == SWD_MSG_REQUEST) { // unknown notifications are ignored
             char msg[160];
@@ -279,7 +297,6 @@ static void on_dispatch(swd_rpc_conn_t *c, const swd_msg_t *m, void *data) {
         refuse(s, c, m, mt->name, SWD_RPC_INVALID_PARAMS, p.error);
         return;
     }
-    observe(s, mt->name, NULL);
     mt->fn(c, m, &p, mt->data);
 }
 
@@ -323,11 +340,13 @@ static void hello(swd_rpc_conn_t *c, const swd_msg_t *m, swd_params_t *p, void *
 static session_t *session_new(swd_rpc_server_t *s, swd_rpc_conn_kind_t kind) {
     session_t *x = swd_xcalloc(1, sizeof(*x));
     x->server = s;
+    swd_u64map_init(&x->calls);
     swd_rpc_conn_opts_t o = {
         .max_message_bytes = s->opts.max_message_bytes,
         .max_write_buffer_bytes = s->opts.max_write_buffer_bytes,
         .dispatch = on_dispatch,
         .on_close = session_closed,
+        .on_reply = on_reply,
         .data = x,
     };
     x->conn = swd_rpc_conn_new(s->loop, kind, &o);

@@ -128,14 +128,9 @@ void swd_sched_close(swd_sched_t *s) {
 
 // ---- events ----
 
-typedef struct task_event {
-    const swd_sched_t *sched;
-    const swd_task_t *task;
-} task_event_t;
-
 static void pack_task_event(const void *subject, msgpack_packer *pk) {
-    const task_event_t *e = subject;
-    swd_sched_pack_task(e->sched, e->task, SWD_TASK_VIEW_EVENT, pk);
+    const swd_task_t *t = subject;
+    swd_sched_pack_task(t->sched, t, SWD_TASK_VIEW_EVENT, pk);
 }
 
 // The one place a task changes state: counts it and publishes it.
@@ -146,12 +141,11 @@ static void transition(swd_sched_t *s, swd_task_t *t, swd_task_state_t to, bool 
     }
     s->count[to]++;
     t->state = (uint8_t)to;
-    task_event_t e = {s, t};
     swd_event_t ev = {
         .topic = SWD_TOPIC_TASK,
         .event = swd_task_state_names[to],
         .ts = swd_clock_wall(s->clock),
-        .subject = &e,
+        .subject = t, // a swd_task_t
         .pack = pack_task_event,
         .prev = created ? NULL : swd_task_state_names[from],
     };
@@ -395,15 +389,22 @@ static void retry_or_fail(swd_sched_t *s, swd_task_t *t, bool retryable, int64_t
     swd_timer_start(&t->timer, delay);
 }
 
+// Tells the agent to stop an attempt that end_attempt() already closed:
+// the transport may lose the agent while doing so, and the agent's loss must
+// then find no attempt of this task left to fail a second time.
+static void tell_cancel(swd_agent_t *a, const char *task_id, uint32_t attempt) {
+    if (a != NULL && !a->dead && a->ops->cancel != NULL) {
+        a->ops->cancel(a, task_id, attempt);
+    }
+}
+
 static void on_attempt_timeout(swd_sched_t *s, swd_task_t *t) {
     swd_agent_t *a = t->agent;
     s->stats.timeouts++;
     swd_log_info("scheduler", "attempt timed out", "{s:s,s:i,s:s,s:I}", "task", t->id, "attempt",
                  (int)t->attempts, "agent", t->agent_id, "timeout_ms", (json_int_t)t->timeout_ms);
-    if (a != NULL && a->ops->cancel != NULL) {
-        a->ops->cancel(a, t->id, t->attempts);
-    }
     end_attempt(s, t, false, swd_clock_now(s->clock) - t->attempt_mono);
+    tell_cancel(a, t->id, t->attempts);
     char msg[96];
     snprintf(msg, sizeof(msg), "attempt %u timed out after %lld ms", t->attempts,
              (long long)t->timeout_ms);
@@ -700,7 +701,22 @@ swd_task_t *swd_sched_find_key(const swd_sched_t *s, const char *key, size_t len
     return swd_strmap_get(&s->keys, key, len);
 }
 
+// Takes `t` out of the waiting lists of the tasks it depended on, so a
+// dependency finishing later never reaches a forgotten task.
+static void forget_dependencies(swd_sched_t *s, swd_task_t *t) {
+    for (uint32_t i = 0; i < t->nafter; i++) {
+        deps_t *d = swd_u64map_get(&s->dependents, t->after[i]);
+        for (uint32_t j = 0; d != NULL && j < d->len; j++) {
+            if (d->tasks[j] == t) {
+                d->tasks[j] = d->tasks[--d->len];
+                break;
+            }
+        }
+    }
+}
+
 static void on_retention(swd_sched_t *s, swd_task_t *t) {
+    forget_dependencies(s, t);
     swd_u64map_del(&s->tasks, t->seq);
     if (t->key != NULL && swd_strmap_get(&s->keys, t->key, strlen(t->key)) == t) {
         swd_strmap_del(&s->keys, t->key, strlen(t->key));
@@ -729,10 +745,8 @@ bool swd_sched_cancel(swd_sched_t *s, swd_task_t *t) {
     t->in_backoff = false;
     if (t->state == SWD_TASK_RUNNING) {
         swd_agent_t *a = t->agent;
-        if (a != NULL && a->ops->cancel != NULL) {
-            a->ops->cancel(a, t->id, t->attempts);
-        }
         end_attempt(s, t, false, -1);
+        tell_cancel(a, t->id, t->attempts);
     }
     swd_timer_stop(&t->timer);
     set_error(t, "cancelled", "cancelled by request");

@@ -48,6 +48,11 @@ static void fake_cancel(swd_agent_t *a, const char *task_id, uint32_t attempt) {
     fake_cancel_t *c = &l->cancels[l->ncancels++];
     snprintf(c->task_id, sizeof(c->task_id), "%s", task_id);
     c->attempt = attempt;
+    if (l->cancel_kills) {
+        // As the rpc transport does when the task.cancel write fails at once:
+        // the connection closes, and its close hook kills the agent.
+        swd_agent_kill(a, "disconnected");
+    }
 }
 
 static void fake_configure(swd_agent_t *a, uint32_t max_concurrency) {
@@ -84,8 +89,7 @@ static const swd_transport_ops_t fake_bare_ops = {
 };
 
 static swd_agent_t *add_with(swd_agents_t *reg, const char *name, const char *cap,
-                             uint32_t max_concurrency, const swd_transport_ops_t *ops,
-                             void *link) {
+                             uint32_t max_concurrency, const swd_transport_ops_t *ops, void *link) {
     const char *caps[1] = {cap};
     swd_agent_spec_t spec = {
         .name = name,

@@ -52,6 +52,7 @@ typedef struct fake_link {
     size_t ncancels, cap_cancels;
     uint32_t configured; ///< the last configure() value, 0 when none
     fake_mode_t mode;
+    bool cancel_kills; ///< the agent dies inside cancel() (its write fails)
 } fake_link_t;
 
 /// The fake transport's operations (name "fake").

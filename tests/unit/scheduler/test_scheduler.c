@@ -1,8 +1,9 @@
 // Tests of the scheduler (scheduler/scheduler.h) with the agent registry
 // (agents/agent.h): priority order, aging, health-scored agent choice,
 // retries with backoff and jitter, retry_after cooldowns, fencing, agent
-// loss, cancellation, dependencies, admission, retention, and a seeded
-// simulation of 10,000 tasks on 20 simulated agents.
+// loss, cancellation, dependencies, admission, retention, transports that
+// answer or die inside the scheduler's own calls, and seeded simulations
+// (10,000 tasks on 20 simulated agents; 5,000 with faults injected).
 //
 // Nothing here opens a socket or sleeps: the scheduler runs on a virtual
 // clock that the tests move by hand (swd_clock_advance) or timer by timer
@@ -392,11 +393,12 @@ Test(scheduler, aging_keeps_a_low_task_from_starving) {
         if (crit_at[i] > 3 * cfg.aging_ms) {
             // Submitted more than 3 × aging_ms after the low task: it must
             // not overtake it.
-            cr_assert(s < 0 || s > low_start, "critical submitted at %lld ms started before the low",
+            cr_assert(s < 0 || s > low_start,
+                      "critical submitted at %lld ms started before the low",
                       (long long)crit_at[i]);
             later_started += s >= 0;
         } else if (crit_at[i] < 3 * cfg.aging_ms) {
-            // Younger than that, priority still wins.
+            // Submitted within 3 × aging_ms of the low task: priority wins.
             cr_assert(s >= 0 && s < low_start, "critical submitted at %lld ms should precede low",
                       (long long)crit_at[i]);
         }
@@ -463,7 +465,8 @@ Test(scheduler, health_load_part_falls_as_inflight_grows) {
         step_until_runs(l, k, now() + 1000);
         cr_assert_eq(l->agent->inflight, k);
         swd_agent_health(l->agent, type, parts);
-        cr_assert_float_eq(parts[2], 0.2 * (1.0 - k / 4.0), EPS, "load part at %u: %f", k, parts[2]);
+        cr_assert_float_eq(parts[2], 0.2 * (1.0 - k / 4.0), EPS, "load part at %u: %f", k,
+                           parts[2]);
         cr_assert_lt(parts[2], prev);
         prev = parts[2];
     }
@@ -1377,5 +1380,89 @@ Test(scheduler, an_agent_dying_inside_run_loses_nothing) {
     cr_assert_eq(k->nruns, 1);
     cr_assert_eq(H.sched.count[SWD_TASK_RUNNING], 0);
     teardown();
+    ASSERT_NO_LEAKS();
+}
+
+// The agent's connection may close while it is being told to cancel (the
+// rpc transport's write fails at once and its close hook kills the agent):
+// the scheduler must not treat the task as still running afterwards.
+static void cancel_while_agent_drops(int64_t backoff_base_ms) {
+    swd_sched_config_t cfg = default_cfg();
+    cfg.backoff_base_ms = backoff_base_ms;
+    setup_with(&cfg, true);
+    fake_link_t *la = fake_agent_add(&H.agents, &H.clock, "A", NULL, 1);
+    la->cancel_kills = true;
+    swd_task_t *t = submit("work", SWD_PRIO_MEDIUM);
+    char id[24];
+    snprintf(id, sizeof(id), "%s", t->id);
+    step_until_runs(la, 1, 1000);
+    cr_assert(swd_sched_cancel(&H.sched, t));
+    cr_assert_eq(la->agent->state, SWD_AGENT_DEAD);
+    cr_assert_str_eq(state_of(t), "cancelled");
+    cr_assert_str_eq(t->error_code, "cancelled");
+    cr_assert_eq(swd_sched_backlog(&H.sched), 0, "a cancelled task is in no queue");
+    fake_link_t *lb = fake_agent_add(&H.agents, &H.clock, "B", NULL, 1);
+    for (int i = 0; i < 240; i++) {
+        swd_clock_advance(&H.clock, 500); // past the retention too
+    }
+    cr_assert_eq(lb->nruns, 0, "the cancelled task ran again (backoff_base_ms %lld)",
+                 (long long)backoff_base_ms);
+    cr_assert_eq(count_events(id, "running"), 1);
+    cr_assert_eq(count_events(id, "cancelled"), 1);
+    cr_assert_eq(H.sched.stats.cancelled, 1);
+    cr_assert_eq(H.sched.count[SWD_TASK_QUEUED] + H.sched.count[SWD_TASK_RUNNING], 0);
+    teardown();
+}
+
+Test(scheduler, cancel_while_the_agent_drops_keeps_the_task_cancelled) {
+    cancel_while_agent_drops(200);
+    ASSERT_NO_LEAKS();
+}
+
+Test(scheduler, cancel_while_the_agent_drops_keeps_the_task_cancelled_no_backoff) {
+    cancel_while_agent_drops(0);
+    ASSERT_NO_LEAKS();
+}
+
+static void timeout_while_agent_drops(int64_t backoff_base_ms) {
+    swd_sched_config_t cfg = default_cfg();
+    cfg.backoff_base_ms = backoff_base_ms;
+    setup_with(&cfg, true);
+    fake_link_t *la = fake_agent_add(&H.agents, &H.clock, "A", NULL, 1);
+    la->cancel_kills = true;
+    swd_task_spec_t spec = spec_of("work", SWD_PRIO_MEDIUM);
+    spec.timeout_ms = 100;
+    swd_task_t *t = submit_spec(&spec);
+    step_until_runs(la, 1, 1000);
+    fake_link_t *lb = fake_agent_add(&H.agents, &H.clock, "B", NULL, 4);
+    swd_clock_advance(&H.clock, 100); // times out; telling A kills it
+    cr_assert_eq(la->agent->state, SWD_AGENT_DEAD);
+    step_until_runs(lb, 1, now() + 1000);
+    turn();
+    cr_assert_eq(lb->nruns, 1, "attempt 2 started %zu times", lb->nruns);
+    cr_assert_eq(lb->runs[0].attempt, 2);
+    cr_assert_str_eq(state_of(t), "running");
+    cr_assert_eq(H.sched.count[SWD_TASK_RUNNING], 1);
+    cr_assert_eq(H.sched.count[SWD_TASK_QUEUED], 0);
+    fake_ok(lb, &lb->runs[0], "ok");
+    for (int i = 0; i < 100; i++) {
+        swd_clock_advance(&H.clock, 10);
+    }
+    cr_assert_str_eq(state_of(t), "succeeded");
+    cr_assert_eq(lb->nruns, 1, "the task ran again after it succeeded");
+    cr_assert_eq(t->attempts, 2);
+    cr_assert_eq(H.sched.stats.retries, 1, "one failed attempt, %llu retries counted",
+                 (unsigned long long)H.sched.stats.retries);
+    cr_assert_eq(count_events(t->id, "queued"), 2, "submitted, then retried once");
+    teardown();
+}
+
+Test(scheduler, timeout_while_the_agent_drops_retries_once) {
+    timeout_while_agent_drops(200);
+    ASSERT_NO_LEAKS();
+}
+
+Test(scheduler, timeout_while_the_agent_drops_retries_once_no_backoff) {
+    timeout_while_agent_drops(0);
     ASSERT_NO_LEAKS();
 }
