@@ -150,6 +150,11 @@ static void transition(swd_sched_t *s, swd_task_t *t, swd_task_state_t to, bool 
         .prev = created ? NULL : swd_task_state_names[from],
     };
     swd_bus_publish(s->bus, &ev);
+    if (swd_log_enabled(SWD_LOG_DEBUG)) {
+        swd_log_debug("scheduler", created ? "task submitted" : "task state", "{s:s,s:s,s:s,s:i}",
+                      "task", t->id, "state", swd_task_state_names[to], "type",
+                      s->agents->types[t->type].name, "attempts", (int)t->attempts);
+    }
 }
 
 // ---- queues ----

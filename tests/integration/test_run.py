@@ -227,7 +227,9 @@ def batch_example():
     eq(code, 0, "exit status (stderr: %s)" % r.stderr()[-2000:])
     rep, res = r.report(), r.results()
     check_accounting(r, rep, res)
-    eq(rep["tasks"]["total"], 1000, "4000 tasks x 0.25")
+    # 150, 1200, 1000, 600, 300, 750 x 0.25, each rounded: 38 + 300 + 250 +
+    # 150 + 75 + 188.
+    eq(rep["tasks"]["total"], 1001, "4000 tasks x 0.25")
     check(check_dependencies(res) == 150, "each summary after its extraction")
     types = {t["type"]: t for t in rep["types"]}
     eq(set(types), {"classify", "extract", "summarize", "translate", "embed"}, "types")
@@ -373,12 +375,12 @@ BAD = {
 tasks:
   - type: work
     colour: blue
-""", 7, "colour: unknown key"),
+""", 8, "colour: unknown key"),
     "wrong_type": (GOOD_POOL + """\
 tasks:
   - type: work
     count: many
-""", 7, "count: expected an integer"),
+""", 8, "count: expected an integer"),
     "cycle": (GOOD_POOL + """\
 tasks:
   - key: a
@@ -396,7 +398,7 @@ tasks:
   - key: a
     type: work
     after: [nope]
-""", 8, "no task has the key \"nope\""),
+""", 9, "no task has the key \"nope\""),
     "missing_command": ("""\
 pools:
   - name: w
