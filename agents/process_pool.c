@@ -192,8 +192,8 @@ static int spawn_child(child_t *c, char *err, size_t errlen) {
         pp->stats.restarts++;
     }
     c->ever_started = true;
-    swd_log_info("pool", "agent process started", "{s:s,s:s,s:i}", "pool", pp->o.cfg->name,
-                 "agent", c->name, "pid", c->pid);
+    swd_log_info("pool", "agent process started", "{s:s,s:s,s:i}", "pool", pp->o.cfg->name, "agent",
+                 c->name, "pid", c->pid);
     if (swd_rpc_server_start_conn(pp->o.server, conn) < 0) {
         // The connection closed itself; the child sees EOF and exits.
         swd_log_warn("pool", "cannot read the agent's stdout", "{s:s}", "agent", c->name);

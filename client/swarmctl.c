@@ -5,8 +5,12 @@
 //   (connects lazily, swarm.hello when a token is set) ──▶ print human
 //   text, or the result as JSON with --json.
 //
+// `logs` talks to the HTTP status endpoint (--http) through libcurl; every
+// other command speaks msgpack-RPC (--addr).
+//
 // Exit status: 0 success, 1 the server answered with an error, 2 usage or
 // connection errors.
+#include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -32,6 +36,7 @@ enum {
 };
 
 #define DEFAULT_ADDR "127.0.0.1:7420"
+#define DEFAULT_HTTP "127.0.0.1:7421"
 #define CONNECT_TIMEOUT_MS 5000
 #define CALL_TIMEOUT_MS 30000
 #define WAIT_MAX_MS 300000 // task.wait clamps larger timeouts (§2.1)
@@ -39,6 +44,7 @@ enum {
 
 typedef struct ctl {
     const char *addr;
+    const char *http; // the HTTP status endpoint, HOST:PORT
     const char *token;
     bool json;
     const char *cmd; // the running command's name, for messages
@@ -165,6 +171,10 @@ static int take_common(ctl_t *ctl, int argc, char **argv, int *i, const char **p
     }
     if ((r = take_value(ctl, argc, argv, i, "--token", &v)) != 0) {
         ctl->token = v;
+        return r;
+    }
+    if ((r = take_value(ctl, argc, argv, i, "--http", &v)) != 0) {
+        ctl->http = v;
         return r;
     }
     if (a[0] == '-' && a[1] != '\0' && strcmp(a, "--") != 0) {
@@ -1044,9 +1054,37 @@ static char *health_text(const msgpack_object *agent) {
     return value_text(h);
 }
 
-static int cmd_agents(ctl_t *ctl, int argc, char **argv) {
+// Prints the agents of an agent.list result as a table; with `max_rows` > 0
+// at most that many rows, then how many more there are.
+static void print_agents_table(const msgpack_object *result, size_t max_rows) {
     static const char *const header[] = {"ID",           "NAME",   "POOL",      "STATE",
                                          "INFLIGHT/MAX", "HEALTH", "COMPLETED", "FAILED"};
+    const msgpack_object *agents = field(result, "agents");
+    uint32_t n = agents && agents->type == MSGPACK_OBJECT_ARRAY ? agents->via.array.size : 0;
+    uint32_t shown = max_rows > 0 && n > max_rows ? (uint32_t)max_rows : n;
+    table_t t;
+    table_init(&t, header, 8);
+    for (uint32_t i = 0; i < shown; i++) {
+        const msgpack_object *ag = &agents->via.array.ptr[i];
+        char *row[8] = {
+            value_text(field(ag, "agent_id")),
+            value_text(field(ag, "name")),
+            value_text(field(ag, "pool")),
+            value_text(field(ag, "state")),
+            inflight_text(ag),
+            health_text(ag),
+            value_text(field(ag, "completed")),
+            value_text(field(ag, "failed")),
+        };
+        table_add(&t, row);
+    }
+    table_print_free(&t);
+    if (shown < n) {
+        printf("... and %" PRIu32 " more agents (swarmctl agents lists them all)\n", n - shown);
+    }
+}
+
+static int cmd_agents(ctl_t *ctl, int argc, char **argv) {
     size_t npos = 0;
     for (int i = 0; i < argc; i++) {
         int r = take_common(ctl, argc, argv, &i, NULL, 0, &npos);
@@ -1062,26 +1100,79 @@ static int cmd_agents(ctl_t *ctl, int argc, char **argv) {
         }
         return r;
     }
-    table_t t;
-    table_init(&t, header, 8);
-    const msgpack_object *agents = field(reply.result, "agents");
-    for (uint32_t i = 0;
-         agents && agents->type == MSGPACK_OBJECT_ARRAY && i < agents->via.array.size; i++) {
-        const msgpack_object *ag = &agents->via.array.ptr[i];
-        char *row[8] = {
-            value_text(field(ag, "agent_id")),
-            value_text(field(ag, "name")),
-            value_text(field(ag, "pool")),
-            value_text(field(ag, "state")),
-            inflight_text(ag),
-            health_text(ag),
-            value_text(field(ag, "completed")),
-            value_text(field(ag, "failed")),
-        };
-        table_add(&t, row);
-    }
-    table_print_free(&t);
+    print_agents_table(reply.result, 0);
     return EXIT_OK;
+}
+
+// ---------------------------------------------------------------------------
+// status: swarm.stats and the agents, on one screen
+
+enum {
+    STATUS_MAX_AGENTS = 20, // rows of the agents table
+    STATUS_MAX_VALUE = 40,  // characters of one value in the summary
+};
+
+// One summary line per section of swarm.stats: "queue     queued 0  running 2".
+static void print_stats_summary(const json_t *stats) {
+    const char *section;
+    json_t *body;
+    json_object_foreach((json_t *)stats, section, body) {
+        printf("%-9s", section);
+        if (!json_is_object(body)) {
+            char *s = json_dumps(body, JSON_ENCODE_ANY | JSON_COMPACT | swd_json_real_flags(body));
+            printf(" %s\n", s ? s : "?");
+            free(s);
+            continue;
+        }
+        const char *key;
+        json_t *v;
+        json_object_foreach(body, key, v) {
+            char *s = json_is_string(v)
+                          ? swd_xstrdup(json_string_value(v))
+                          : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | swd_json_real_flags(v));
+            const char *text = s ? s : "?";
+            if (json_is_null(v)) {
+                text = "-";
+            }
+            if (strlen(text) > STATUS_MAX_VALUE) {
+                printf(" %s %.*s...", key, STATUS_MAX_VALUE - 3, text);
+            } else {
+                printf(" %s %s", key, text);
+            }
+            free(s);
+        }
+        printf("\n");
+    }
+}
+
+static int cmd_status(ctl_t *ctl, int argc, char **argv) {
+    size_t npos = 0;
+    for (int i = 0; i < argc; i++) {
+        int r = take_common(ctl, argc, argv, &i, NULL, 0, &npos);
+        if (r != PARSED) {
+            return r;
+        }
+    }
+    swd_reply_t reply;
+    int r = ctl_call(ctl, "swarm.stats", NULL, NULL, &reply, CALL_TIMEOUT_MS);
+    if (r != EXIT_OK || ctl->json) {
+        if (r == EXIT_OK) {
+            print_obj_json(reply.result, false);
+        }
+        return r;
+    }
+    // The reply's memory is reused by the next call: keep stats as JSON.
+    json_t *stats = swd_json_from_msgpack(reply.result);
+    r = ctl_call(ctl, "agent.list", NULL, NULL, &reply, CALL_TIMEOUT_MS);
+    if (r == EXIT_OK) {
+        if (stats != NULL) {
+            print_stats_summary(stats);
+        }
+        printf("\n");
+        print_agents_table(reply.result, STATUS_MAX_AGENTS);
+    }
+    json_decref(stats);
+    return r;
 }
 
 // ---------------------------------------------------------------------------
@@ -1199,6 +1290,468 @@ static int cmd_watch(ctl_t *ctl, int argc, char **argv) {
 }
 
 // ---------------------------------------------------------------------------
+// logs: the HTTP endpoint's /logs (JSON lines) and /logs?follow=1
+// (server-sent events), through libcurl.
+//
+//   logs -n N        GET /logs?n=N ──lines──▶ print
+//   logs -f          GET /logs?follow=1 ──data: events──▶ print, until ^C or
+//                    the server closes
+//   logs -n N -f     the follow stream first; once its headers are in (the
+//                    server has subscribed it), GET /logs?n=N; the stream's
+//                    records are held until the backlog is printed, and
+//                    those the backlog already holds are dropped
+
+enum {
+    LOGS_CONNECT_TIMEOUT_MS = 5000,
+    LOGS_FETCH_TIMEOUT_MS = 30000,
+    LOGS_MAX_ERROR_BODY = 64 * 1024,
+    LOGS_MAX_LINE = 64 * 1024 * 1024, // a record longer than this is not swarmd's
+};
+
+
+typedef struct lines {
+    char **v;
+    size_t n, cap;
+} lines_t;
+
+static void lines_push(lines_t *l, const char *s, size_t len) {
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->v = swd_xrealloc(l->v, l->cap * sizeof(char *));
+    }
+    l->v[l->n++] = swd_xstrndup(s, len);
+}
+
+static void lines_free(lines_t *l) {
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->v[i]);
+    }
+    free(l->v);
+    memset(l, 0, sizeof(*l));
+}
+
+typedef struct xfer {
+    const ctl_t *ctl;
+    CURL *easy;
+    char *url;
+    bool sse;          // event-stream framing (else JSON lines)
+    bool hold;         // keep records in `held` instead of printing them
+    bool headers_done; // the final response's headers are in
+    bool too_long;     // a line passed LOGS_MAX_LINE
+    long status;       // HTTP status, once the headers are in
+    swd_buf_t partial; // an incomplete line
+    swd_buf_t event;   // the data of the event being read (sse)
+    swd_buf_t body;    // an error answer's body (status != 200)
+    lines_t held;
+    size_t printed;
+    char errbuf[CURL_ERROR_SIZE];
+} xfer_t;
+
+static void upper_level(const char *level, char *out, size_t cap) {
+    size_t i = 0;
+    for (; level[i] != '\0' && i + 1 < cap; i++) {
+        char ch = level[i];
+        out[i] = ch >= 'a' && ch <= 'z' ? (char)(ch - 'a' + 'A') : ch;
+    }
+    out[i] = '\0';
+}
+
+// A field's value as shown after "key=": strings bare unless they need
+// quotes, everything else as compact JSON. The caller frees it.
+static char *log_value_text(const json_t *v) {
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        bool plain = s[0] != '\0';
+        for (const unsigned char *p = (const unsigned char *)s; plain && *p != '\0'; p++) {
+            plain = *p > ' ' && *p != '"' && *p != '=' && *p != '\\' && *p != 0x7f;
+        }
+        if (plain) {
+            return swd_xstrdup(s);
+        }
+    }
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | swd_json_real_flags(v));
+    char *out = swd_xstrdup(s ? s : "?");
+    free(s);
+    return out;
+}
+
+// "TIME LEVEL component: msg key=value..." for one record; with --json, or
+// for a line that is not a JSON object, the line as it came.
+static void print_log_record(const ctl_t *ctl, const char *line) {
+    json_error_t je;
+    json_t *r = ctl->json ? NULL : json_loads(line, JSON_ALLOW_NUL, &je);
+    if (!json_is_object(r)) {
+        printf("%s\n", line);
+        json_decref(r);
+        return;
+    }
+    char ts[40] = "-";
+    const json_t *t = json_object_get(r, "ts");
+    if (json_is_integer(t)) {
+        format_ts((int64_t)json_integer_value(t), ts, sizeof(ts));
+    }
+    const char *level = json_string_value(json_object_get(r, "level"));
+    const char *component = json_string_value(json_object_get(r, "component"));
+    const char *msg = json_string_value(json_object_get(r, "msg"));
+    char lv[16];
+    upper_level(level ? level : "-", lv, sizeof(lv));
+    printf("%s %-5s %s: %s", ts, lv, component ? component : "-", msg ? msg : "");
+    const char *key;
+    json_t *v;
+    json_object_foreach(r, key, v) {
+        if (strcmp(key, "ts") == 0 || strcmp(key, "level") == 0 ||
+            strcmp(key, "component") == 0 || strcmp(key, "msg") == 0) {
+            continue;
+        }
+        char *s = log_value_text(v);
+        printf(" %s=%s", key, s);
+        free(s);
+    }
+    printf("\n");
+    json_decref(r);
+}
+
+static void xfer_record(xfer_t *x, const char *rec, size_t len) {
+    if (x->hold) {
+        lines_push(&x->held, rec, len);
+        return;
+    }
+    char *s = swd_xstrndup(rec, len);
+    print_log_record(x->ctl, s);
+    free(s);
+    x->printed++;
+    if (x->sse) {
+        fflush(stdout); // a follower is read live, often through a pipe
+    }
+}
+
+// One line of the body, without its line end.
+static void xfer_line(xfer_t *x, const char *line, size_t len) {
+    if (!x->sse) {
+        if (len > 0) {
+            xfer_record(x, line, len);
+        }
+        return;
+    }
+    if (len == 0) { // an event ends
+        if (x->event.len > 0) {
+            xfer_record(x, x->event.data, x->event.len);
+            swd_buf_reset(&x->event);
+        }
+        return;
+    }
+    if (len >= 5 && memcmp(line, "data:", 5) == 0) {
+        size_t skip = len > 5 && line[5] == ' ' ? 6 : 5;
+        if (x->event.len > 0) {
+            swd_buf_append(&x->event, "\n", 1);
+        }
+        swd_buf_append(&x->event, line + skip, len - skip);
+    }
+    // Comments (":...") and other fields (event:, id:, retry:) carry no record.
+}
+
+static void xfer_feed(xfer_t *x, const char *data, size_t len) {
+    while (len > 0) {
+        const char *nl = memchr(data, '\n', len);
+        size_t take = nl ? (size_t)(nl - data) : len;
+        if (x->partial.len + take > LOGS_MAX_LINE) {
+            x->too_long = true;
+            return;
+        }
+        swd_buf_append(&x->partial, data, take);
+        if (nl == NULL) {
+            return;
+        }
+        size_t n = x->partial.len;
+        if (n > 0 && x->partial.data[n - 1] == '\r') {
+            n--;
+        }
+        xfer_line(x, x->partial.data ? x->partial.data : "", n);
+        swd_buf_reset(&x->partial);
+        data += take + 1;
+        len -= take + 1;
+    }
+}
+
+static size_t on_logs_header(char *data, size_t size, size_t n, void *user) {
+    xfer_t *x = user;
+    size_t len = size * n;
+    if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        x->headers_done = false; // a new response (after a 100 Continue, say)
+    } else if ((len == 2 && memcmp(data, "\r\n", 2) == 0) || (len == 1 && data[0] == '\n')) {
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+        x->headers_done = x->status >= 200;
+    }
+    return len;
+}
+
+static size_t on_logs_body(char *data, size_t size, size_t n, void *user) {
+    xfer_t *x = user;
+    size_t len = size * n;
+    if (x->status != 200) {
+        if (x->body.len < LOGS_MAX_ERROR_BODY) {
+            size_t room = LOGS_MAX_ERROR_BODY - x->body.len;
+            swd_buf_append(&x->body, data, len < room ? len : room);
+        }
+        return len;
+    }
+    xfer_feed(x, data, len);
+    // 0 aborts the transfer (CURLE_WRITE_ERROR): a record too long to hold.
+    return x->too_long ? 0 : len;
+}
+
+// Stops a follower's transfer at ^C: libcurl calls this at least once a second.
+static int on_logs_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                            curl_off_t ulnow) {
+    (void)user, (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return interrupted ? 1 : 0;
+}
+
+static void xfer_init(xfer_t *x, const ctl_t *ctl, const char *base, const char *query,
+                      bool sse) {
+    memset(x, 0, sizeof(*x));
+    x->ctl = ctl;
+    x->sse = sse;
+    x->url = swd_xasprintf("%s/logs%s%s", base, query[0] ? "?" : "", query);
+    swd_buf_init(&x->partial);
+    swd_buf_init(&x->event);
+    swd_buf_init(&x->body);
+    x->easy = curl_easy_init();
+    if (x->easy == NULL) {
+        return;
+    }
+    CURL *e = x->easy;
+    curl_easy_setopt(e, CURLOPT_URL, x->url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    // swarmd's endpoint is reached directly, like its RPC port: no proxy
+    // from the environment.
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)LOGS_CONNECT_TIMEOUT_MS);
+    if (!sse) {
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)LOGS_FETCH_TIMEOUT_MS);
+    }
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "swarmctl/" SWD_VERSION);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_logs_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_logs_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_logs_progress);
+    curl_easy_setopt(e, CURLOPT_XFERINFODATA, x);
+    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+}
+
+static void xfer_close(xfer_t *x) {
+    if (x->easy != NULL) {
+        curl_easy_cleanup(x->easy);
+    }
+    free(x->url);
+    swd_buf_close(&x->partial);
+    swd_buf_close(&x->event);
+    swd_buf_close(&x->body);
+    lines_free(&x->held);
+}
+
+// The exit status for a finished transfer (printing why it failed).
+static int xfer_result(const ctl_t *ctl, xfer_t *x, CURLcode code) {
+    if (code == CURLE_ABORTED_BY_CALLBACK && interrupted) {
+        return EXIT_OK;
+    }
+    if (x->too_long) {
+        fprintf(stderr, "swarmctl: %s: %s sent a line longer than %d bytes\n", ctl->cmd, x->url,
+                LOGS_MAX_LINE);
+        return EXIT_USAGE;
+    }
+    if (x->status != 0 && x->status != 200) {
+        // swarmd's errors are {"error": "..."}; show that, else the body.
+        json_error_t je;
+        swd_buf_append(&x->body, "", 1);
+        json_t *j = json_loads(x->body.data, 0, &je);
+        const char *why = json_string_value(json_object_get(j, "error"));
+        char *text = swd_xstrdup(why ? why : x->body.data);
+        text[strcspn(text, "\r\n")] = '\0';
+        fprintf(stderr, "swarmctl: %s: %s answered HTTP %ld%s%s\n", ctl->cmd, x->url, x->status,
+                text[0] ? ": " : "", text);
+        free(text);
+        json_decref(j);
+        return EXIT_ANSWER;
+    }
+    if (code != CURLE_OK) {
+        fprintf(stderr, "swarmctl: %s: %s swarmd's HTTP endpoint at %s: %s\n", ctl->cmd,
+                x->status == 0 ? "cannot reach" : "lost", ctl->http,
+                x->errbuf[0] ? x->errbuf : curl_easy_strerror(code));
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+// Prints the backlog, then the follower's held records that the backlog
+// does not already hold: those logged before the backlog was taken are its
+// last lines, in the same order, so the overlap is the longest prefix of
+// `held` that is a suffix of `backlog`.
+static void logs_join(const ctl_t *ctl, xfer_t *backlog, xfer_t *follow) {
+    const lines_t *b = &backlog->held;
+    const lines_t *h = &follow->held;
+    size_t overlap = 0;
+    size_t most = b->n < h->n ? b->n : h->n;
+    for (size_t k = most; k > 0 && overlap == 0; k--) {
+        bool same = true;
+        for (size_t i = 0; i < k && same; i++) {
+            same = strcmp(b->v[b->n - k + i], h->v[i]) == 0;
+        }
+        overlap = same ? k : 0;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        print_log_record(ctl, b->v[i]);
+    }
+    for (size_t i = overlap; i < h->n; i++) {
+        print_log_record(ctl, h->v[i]);
+    }
+    fflush(stdout);
+    lines_free(&follow->held);
+    follow->hold = false;
+}
+
+// Runs the transfers on one multi handle until the follower (or the lone
+// fetch) ends, or ^C.
+static int logs_run(const ctl_t *ctl, xfer_t *main_x, xfer_t *backlog) {
+    CURLM *multi = curl_multi_init();
+    if (multi == NULL) {
+        return conn_error(ctl, "cannot start libcurl");
+    }
+    curl_multi_add_handle(multi, main_x->easy);
+    bool backlog_added = false;
+    bool backlog_done = backlog == NULL;
+    bool main_done = false;
+    int r = EXIT_OK;
+    // A follower that ends while the backlog is on its way still waits for it.
+    while ((!main_done || (backlog_added && !backlog_done)) && r == EXIT_OK && !interrupted) {
+        int running = 0;
+        CURLMcode mc = curl_multi_perform(multi, &running);
+        if (mc != CURLM_OK) {
+            r = conn_error(ctl, curl_multi_strerror(mc));
+            break;
+        }
+        CURLMsg *m;
+        int left;
+        while ((m = curl_multi_info_read(multi, &left)) != NULL) {
+            if (m->msg != CURLMSG_DONE) {
+                continue;
+            }
+            xfer_t *x = m->easy_handle == main_x->easy ? main_x : backlog;
+            int xr = xfer_result(ctl, x, m->data.result);
+            r = r == EXIT_OK ? xr : r;
+            if (x == backlog) {
+                backlog_done = true;
+                if (xr == EXIT_OK) {
+                    logs_join(ctl, backlog, main_x);
+                }
+            } else {
+                main_done = true;
+            }
+        }
+        if (!backlog_added && !backlog_done && main_x->headers_done && main_x->status == 200) {
+            curl_multi_add_handle(multi, backlog->easy);
+            backlog_added = true;
+        }
+        if ((!main_done || (backlog_added && !backlog_done)) && r == EXIT_OK) {
+            curl_multi_poll(multi, NULL, 0, 1000, NULL);
+        }
+    }
+    if (main_x->hold && r == EXIT_OK) {
+        // The stream ended before a backlog was taken: what it brought still counts.
+        for (size_t i = 0; i < main_x->held.n; i++) {
+            print_log_record(ctl, main_x->held.v[i]);
+        }
+    }
+    if (backlog_added) {
+        curl_multi_remove_handle(multi, backlog->easy);
+    }
+    curl_multi_remove_handle(multi, main_x->easy);
+    curl_multi_cleanup(multi);
+    return r;
+}
+
+// The endpoint's base URL from --http: "HOST:PORT", or a full http:// URL.
+static char *http_base(const char *http) {
+    const char *p = http;
+    bool has_scheme = strncmp(p, "http://", 7) == 0 || strncmp(p, "https://", 8) == 0;
+    char *base = has_scheme ? swd_xstrdup(p) : swd_xasprintf("http://%s", p);
+    size_t n = strlen(base);
+    while (n > 0 && base[n - 1] == '/') {
+        base[--n] = '\0';
+    }
+    return base;
+}
+
+typedef struct logs_args {
+    uint64_t n;
+    bool has_n;
+    bool follow;
+} logs_args_t;
+
+static int parse_logs(ctl_t *ctl, int argc, char **argv, logs_args_t *a) {
+    size_t npos = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *v = NULL;
+        int r = 0;
+        if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--follow") == 0) {
+            a->follow = true;
+            continue;
+        }
+        if (strncmp(argv[i], "-n", 2) == 0 && argv[i][2] >= '0' && argv[i][2] <= '9') {
+            v = argv[i] + 2; // -n20
+            r = PARSED;
+        } else if ((r = take_value(ctl, argc, argv, &i, "-n", &v)) == 0) {
+            r = take_value(ctl, argc, argv, &i, "--lines", &v);
+        }
+        if (r == PARSED) {
+            r = parse_u64(ctl, "-n", v, &a->n);
+            a->has_n = true;
+        }
+        r = r == 0 ? take_common(ctl, argc, argv, &i, NULL, 0, &npos) : r;
+        if (r != PARSED) {
+            return r;
+        }
+    }
+    return PARSED;
+}
+
+static int cmd_logs(ctl_t *ctl, int argc, char **argv) {
+    logs_args_t a;
+    memset(&a, 0, sizeof(a));
+    int r = parse_logs(ctl, argc, argv, &a);
+    if (r != PARSED) {
+        return r;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        return conn_error(ctl, "cannot start libcurl");
+    }
+    char *base = http_base(ctl->http);
+    char *nq = a.has_n ? swd_xasprintf("n=%" PRIu64, a.n) : swd_xstrdup("");
+    xfer_t fetch, follow;
+    xfer_init(&fetch, ctl, base, nq, false);
+    xfer_init(&follow, ctl, base, "follow=1", true);
+    if (fetch.easy == NULL || follow.easy == NULL) {
+        r = conn_error(ctl, "cannot start libcurl");
+    } else if (!a.follow) {
+        r = logs_run(ctl, &fetch, NULL);
+    } else {
+        catch_signals();
+        fetch.hold = true;
+        follow.hold = a.has_n && a.n > 0;
+        r = logs_run(ctl, &follow, follow.hold ? &fetch : NULL);
+    }
+    xfer_close(&fetch);
+    xfer_close(&follow);
+    free(nq);
+    free(base);
+    curl_global_cleanup();
+    return r;
+}
+
+// ---------------------------------------------------------------------------
 // Dispatch and help
 
 static const command_t commands[] = {
@@ -1234,6 +1787,20 @@ static const command_t commands[] = {
     {"agents", "agents", "list agents", NULL, cmd_agents},
     {"drain", "drain AGENT_ID", "stop giving an agent new tasks", NULL, cmd_drain},
     {"stats", "stats", "show swarm statistics", NULL, cmd_stats},
+    {"status", "status", "show a summary of the swarm and its agents on one screen",
+     "  The queue, task, agent and token counts of swarm.stats, one line per section,\n"
+     "  then the agents table (the first 20 agents). With --json, prints swarm.stats'\n"
+     "  object as it is.\n",
+     cmd_status},
+    {"logs", "logs [-n N] [-f]", "print swarmd's recent log records (HTTP endpoint)",
+     "  -n N, --lines N     the last N records (server default 200; with -f: print\n"
+     "                      the last N, then follow)\n"
+     "  -f, --follow        print new records as they are logged, until interrupted\n"
+     "                      or swarmd closes the stream\n"
+     "  Reads /logs and /logs?follow=1 of the HTTP endpoint (--http). One line per\n"
+     "  record: TIME LEVEL component: msg key=value...; with --json, the records'\n"
+     "  JSON lines as sent.\n",
+     cmd_logs},
     {"watch", "watch [TOPIC...]", "print events until interrupted (default: task agent)",
      "  Topics: task, log, tuner, healing, agent, scaling. One line per event;\n"
      "  with --json, one JSON document per line.\n",
@@ -1278,11 +1845,13 @@ static void print_command_help(const command_t *cmd) {
     if (cmd->details != NULL) {
         printf("\n%s", cmd->details);
     }
-    printf("\nGlobal options, also accepted after the command: --addr, --token, --json.\n");
+    printf("\nGlobal options, also accepted after the command: --addr, --http, --token,\n"
+           "--json.\n");
 }
 
 static void print_help(void) {
-    printf("Usage: swarmctl [--addr HOST:PORT] [--token T] [--json] COMMAND [ARGS]\n\n"
+    printf("Usage: swarmctl [--addr HOST:PORT] [--http HOST:PORT] [--token T] [--json]\n"
+           "                COMMAND [ARGS]\n\n"
            "Command-line client of swarmd.\n\nCommands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++) {
         printf("  %-14s %s\n", commands[i].name, commands[i].summary);
@@ -1290,6 +1859,8 @@ static void print_help(void) {
     printf("\nOptions:\n"
            "  --addr HOST:PORT   swarmd's RPC address: HOST:PORT, [IPV6]:PORT or unix:PATH\n"
            "                     (default $SWARMD_ADDR, else " DEFAULT_ADDR ")\n"
+           "  --http HOST:PORT   swarmd's HTTP status endpoint, for logs\n"
+           "                     (default $SWARMD_HTTP, else " DEFAULT_HTTP ")\n"
            "  --token T          client token, sent in swarm.hello (default $SWARMD_TOKEN)\n"
            "  --json             print results as JSON (watch: one document per line)\n"
            "  -h, --help         this help; 'swarmctl COMMAND --help' for one command\n"
@@ -1322,6 +1893,11 @@ static int parse_global(ctl_t *ctl, int argc, char **argv) {
             if (r != PARSED) {
                 return -1 - r;
             }
+        } else if ((r = take_value(ctl, argc, argv, &i, "--http", &v)) != 0) {
+            ctl->http = v;
+            if (r != PARSED) {
+                return -1 - r;
+            }
         } else {
             return -1 - usage_error(ctl, "unknown option '%s'", argv[i]);
         }
@@ -1336,6 +1912,10 @@ int main(int argc, char **argv) {
     ctl_t ctl = {.addr = getenv("SWARMD_ADDR"), .token = getenv("SWARMD_TOKEN")};
     if (ctl.addr == NULL || ctl.addr[0] == '\0') {
         ctl.addr = DEFAULT_ADDR;
+    }
+    ctl.http = getenv("SWARMD_HTTP");
+    if (ctl.http == NULL || ctl.http[0] == '\0') {
+        ctl.http = DEFAULT_HTTP;
     }
     if (ctl.token != NULL && ctl.token[0] == '\0') {
         ctl.token = NULL;

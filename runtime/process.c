@@ -89,11 +89,14 @@ static void log_line(swd_process_t *p, const char *s, size_t n) {
     const char *lvl = rec ? json_string_value(json_object_get(rec, "level")) : NULL;
     swd_log_level_t level = SWD_LOG_INFO;
     if (msg != NULL && lvl != NULL && swd_log_level_parse(lvl, &level) == 0) {
+        // The message outlives its key's removal from the record.
+        char *text = swd_xstrdup(msg);
         json_object_del(rec, "ts");
         json_object_del(rec, "msg");
         json_object_del(rec, "level");
-        swd_log(p->quiet ? SWD_LOG_DEBUG : level, "agent", msg, "{s:s,s:i,s:O}", "agent",
-                p->name, "pid", p->pid, "fields", rec);
+        swd_log(p->quiet ? SWD_LOG_DEBUG : level, "agent", text, "{s:s,s:i,s:O}", "agent", p->name,
+                "pid", p->pid, "fields", rec);
+        free(text);
     } else {
         swd_log(p->quiet ? SWD_LOG_DEBUG : SWD_LOG_INFO, "agent", "stderr", "{s:s,s:i,s:s%}",
                 "agent", p->name, "pid", p->pid, "line", s, n);
@@ -167,6 +170,10 @@ static void on_child_exit(uv_process_t *h, int64_t status, int term_signal) {
     }
     if (!p->released && p->on_exit != NULL) {
         p->on_exit(p, status, term_signal, p->data);
+    } else {
+        swd_log(status != 0 && !p->killed ? SWD_LOG_INFO : SWD_LOG_DEBUG, "process", "child exited",
+                "{s:s,s:i,s:I,s:i}", "agent", p->name, "pid", p->pid, "status", (json_int_t)status,
+                "signal", term_signal);
     }
 }
 

@@ -29,12 +29,14 @@ typedef void (*swd_process_exit_cb)(swd_process_t *p, int64_t exit_status, int t
                                     void *data);
 
 typedef struct swd_process_opts {
-    const char *file;        ///< the executable (a path; see swd_process_find_exe)
-    char *const *argv;       ///< NULL-terminated, borrowed for the call
-    char *const *env;        ///< NULL-terminated "K=V" strings; NULL: inherit ours
-    uv_stream_t *stdin_pipe; ///< an initialised, unopened uv_pipe_t the child reads; NULL: /dev/null
-    uv_stream_t *stdout_pipe; ///< an initialised, unopened uv_pipe_t the child writes; NULL: /dev/null
-    const char *name;         ///< names the child's stderr lines in the log (copied)
+    const char *file;  ///< the executable (a path; see swd_process_find_exe)
+    char *const *argv; ///< NULL-terminated, borrowed for the call
+    char *const *env;  ///< NULL-terminated "K=V" strings; NULL: inherit ours
+    uv_stream_t
+        *stdin_pipe; ///< an initialised, unopened uv_pipe_t the child reads; NULL: /dev/null
+    uv_stream_t
+        *stdout_pipe; ///< an initialised, unopened uv_pipe_t the child writes; NULL: /dev/null
+    const char *name; ///< names the child's stderr lines in the log (copied)
     /// A new session: a Ctrl-C on the terminal reaches swarmd only, which
     /// then decides what happens to its children.
     bool detach;

@@ -80,7 +80,7 @@ typedef struct run {
     swd_workload_t w;
     swd_daemon_t *d;
     task_rec_t *recs;
-    swd_u64map_t by_seq; ///< task seq → rec
+    swd_u64map_t by_seq;    ///< task seq → rec
     swd_strmap_t agent_ids; ///< agent id → agent_rec
     agent_rec_t *agents, *agents_tail;
     size_t nagents;
@@ -104,16 +104,15 @@ typedef struct run {
 } run_t;
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: swarmd run WORKLOAD.yaml [--report FILE.json] [--results FILE.jsonl]\n"
-            "                  [--listen HOST:PORT] [--http HOST:PORT] [--scale F]\n"
-            "                  [--time-scale F] [--log-level LEVEL] [--ready-file FILE]\n"
-            "\n"
-            "Runs a workload to completion on the workload's agent pools and reports.\n"
-            "  --scale F        multiply every task generator's count (SWARMD_RUN_SCALE)\n"
-            "  --time-scale F   multiply task timeouts and pool arguments --*-ms\n"
-            "                   (SWARMD_RUN_TIME_SCALE)\n"
-            "Exit status: 0 every task succeeded, 1 some did not, 2 bad workload or usage.\n");
+    fprintf(out, "usage: swarmd run WORKLOAD.yaml [--report FILE.json] [--results FILE.jsonl]\n"
+                 "                  [--listen HOST:PORT] [--http HOST:PORT] [--scale F]\n"
+                 "                  [--time-scale F] [--log-level LEVEL] [--ready-file FILE]\n"
+                 "\n"
+                 "Runs a workload to completion on the workload's agent pools and reports.\n"
+                 "  --scale F        multiply every task generator's count (SWARMD_RUN_SCALE)\n"
+                 "  --time-scale F   multiply task timeouts and pool arguments --*-ms\n"
+                 "                   (SWARMD_RUN_TIME_SCALE)\n"
+                 "Exit status: 0 every task succeeded, 1 some did not, 2 bad workload or usage.\n");
 }
 
 // ---------------------------------------------------------------------------
@@ -142,32 +141,57 @@ static int add_flag(run_opts_t *o, const char *key, const char *value) {
 
 static int parse_opts(int argc, char **argv, run_opts_t *o) {
     static const struct option longopts[] = {
-        {"report", required_argument, NULL, 'r'},   {"results", required_argument, NULL, 'R'},
-        {"listen", required_argument, NULL, 'l'},   {"http", required_argument, NULL, 'H'},
-        {"scale", required_argument, NULL, 's'},    {"time-scale", required_argument, NULL, 't'},
-        {"log-level", required_argument, NULL, 'L'}, {"ready-file", required_argument, NULL, 'f'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"report", required_argument, NULL, 'r'},
+        {"results", required_argument, NULL, 'R'},
+        {"listen", required_argument, NULL, 'l'},
+        {"http", required_argument, NULL, 'H'},
+        {"scale", required_argument, NULL, 's'},
+        {"time-scale", required_argument, NULL, 't'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"ready-file", required_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *scale = getenv("SWARMD_RUN_SCALE"), *tscale = getenv("SWARMD_RUN_TIME_SCALE");
     int ch, r = 0;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1 && r == 0) {
         switch (ch) {
-        case 'r': o->report = optarg; break;
-        case 'R': o->results = optarg; break;
-        case 'l': r = add_flag(o, "listen.rpc", optarg); break;
-        case 'H': r = add_flag(o, "listen.http", optarg); break;
-        case 'L': r = add_flag(o, "log.level", optarg); break;
-        case 's': scale = optarg; break;
-        case 't': tscale = optarg; break;
-        case 'f': o->ready_file = optarg; break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return 2;
+        case 'r':
+            o->report = optarg;
+            break;
+        case 'R':
+            o->results = optarg;
+            break;
+        case 'l':
+            r = add_flag(o, "listen.rpc", optarg);
+            break;
+        case 'H':
+            r = add_flag(o, "listen.http", optarg);
+            break;
+        case 'L':
+            r = add_flag(o, "log.level", optarg);
+            break;
+        case 's':
+            scale = optarg;
+            break;
+        case 't':
+            tscale = optarg;
+            break;
+        case 'f':
+            o->ready_file = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (r == 0 && optind + 1 != argc) {
-        fprintf(stderr, "swarmd run: %s\n", optind < argc ? "one workload file, please"
-                                                          : "which workload? (a YAML file)");
+        fprintf(stderr, "swarmd run: %s\n",
+                optind < argc ? "one workload file, please" : "which workload? (a YAML file)");
         usage(stderr);
         return 2;
     }
@@ -281,10 +305,10 @@ static int64_t pct(const int64_t *v, size_t n, double p) {
 }
 
 static json_t *pct_json(int64_t *v, size_t n) {
-    qsort(v, n, sizeof(int64_t), cmp_i64);
     if (n == 0) {
         return json_pack("{s:n,s:n,s:n,s:n,s:n}", "p50", "p95", "p99", "max", "mean");
     }
+    qsort(v, n, sizeof(int64_t), cmp_i64);
     double sum = 0;
     for (size_t i = 0; i < n; i++) {
         sum += (double)v[i];
@@ -472,6 +496,7 @@ static double rate_now(run_t *r, int64_t now) {
     return (double)(r->done - r->rate_done[oldest]) * 1000.0 / (double)dt;
 }
 
+// The terminal gets a short line with a bar; a log file a spelled-out one.
 static void progress_text(run_t *r, char *buf, size_t cap) {
     int64_t now = swd_clock_now(&r->d->clock);
     double rate = rate_now(r, now);
@@ -486,11 +511,23 @@ static void progress_text(run_t *r, char *buf, size_t cap) {
         fmt_ms(eta, sizeof(eta), (int64_t)((double)(r->w.n - r->done) / rate * 1000.0));
     }
     fmt_ms(el, sizeof(el), now - r->start_mono);
+    size_t notok = r->failed + r->cancelled;
+    if (r->tty) {
+        char bar[21];
+        size_t fill = r->w.n ? r->done * 20 / r->w.n : 20;
+        for (size_t i = 0; i < 20; i++) {
+            bar[i] = i < fill ? '#' : '.';
+        }
+        bar[20] = '\0';
+        snprintf(buf, cap, "[%s] %zu/%zu  ok %zu  fail %zu  %.1f/s  %s tok  busy %u/%u  %s  ETA %s",
+                 bar, r->done, r->w.n, r->ok, notok, rate, tok, busy, alive, el, eta);
+        return;
+    }
     snprintf(buf, cap,
              "%zu/%zu done (ok %zu, failed %zu%s), %.1f tasks/s, %s tokens, %u/%u agents busy, "
              "%s elapsed, ETA %s",
-             r->done, r->w.n, r->ok, r->failed + r->cancelled, r->cancelled ? " incl. cancelled" : "",
-             rate, tok, busy, alive, el, eta);
+             r->done, r->w.n, r->ok, notok, r->cancelled ? " incl. cancelled" : "", rate, tok, busy,
+             alive, el, eta);
 }
 
 static void show_progress(run_t *r, bool final) {
@@ -519,10 +556,10 @@ static void on_log_record(const json_t *rec, const char *line, void *data) {
     swd_log_level_parse(json_string_value(json_object_get(rec, "level")), &lvl);
     if (src == NULL || (strcmp(src, "flag") != 0 && strcmp(src, "env") != 0)) {
         min = min < SWD_LOG_WARN ? SWD_LOG_WARN : min;
-    }
-    if (r->stopped) {
-        // The teardown disconnects every agent on purpose: not news.
-        min = SWD_LOG_ERROR;
+        if (r->stopped) {
+            // The teardown disconnects every agent on purpose: not news.
+            min = SWD_LOG_ERROR;
+        }
     }
     if (lvl < min) {
         return;
@@ -674,7 +711,9 @@ typedef struct lat_set {
 
 static void lat_add(lat_set_t *s, const int64_t *v, size_t n) {
     s->v = swd_xrealloc(s->v, (s->n + n + 1) * sizeof(int64_t));
-    memcpy(s->v + s->n, v, n * sizeof(int64_t));
+    if (n > 0) {
+        memcpy(s->v + s->n, v, n * sizeof(int64_t));
+    }
     s->n += n;
 }
 
@@ -683,10 +722,10 @@ static json_t *report_agents(run_t *r) {
     for (agent_rec_t *a = r->agents; a != NULL; a = a->next) {
         const swd_agent_t *ag = swd_agents_find(&r->d->agents, a->id, strlen(a->id));
         double parts[4];
-        int64_t *copy = swd_xcalloc(a->nlat + 1, sizeof(int64_t));
-        memcpy(copy, a->lat, a->nlat * sizeof(int64_t));
-        json_t *lat = pct_json(copy, a->nlat);
-        free(copy);
+        lat_set_t copy = {0};
+        lat_add(&copy, a->lat, a->nlat);
+        json_t *lat = pct_json(copy.v, copy.n);
+        free(copy.v);
         json_array_append_new(
             arr, json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:s}", "agent_id", a->id,
                            "name", a->name, "pool", a->pool, "tasks", (json_int_t)a->attempts,
@@ -805,23 +844,23 @@ static json_t *build_report(run_t *r) {
     for (size_t i = 0; i < r->w.n; i++) {
         attempts += r->recs[i].attempts;
     }
-    json_t *rep = json_pack(
-        "{s:{s:s,s:s,s:f,s:f},s:I,s:I,s:I,s:b,"
-        "s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:f,s:o,s:o,s:{s:I,s:I,s:n,s:n},s:o,s:o,s:o,s:o,"
-        "s:{s:s,s:O}}",
-        "workload", "name", r->w.name, "file", r->w.path, "scale", r->o.scale, "time_scale",
-        r->o.time_scale, "started_ms",
-        (json_int_t)r->start_wall, "finished_ms", (json_int_t)r->end_wall, "wall_ms",
-        (json_int_t)wall, "interrupted", r->interrupted, "tasks", "total", (json_int_t)r->w.n,
-        "succeeded", (json_int_t)r->ok, "failed", (json_int_t)r->failed, "cancelled",
-        (json_int_t)r->cancelled, "unfinished", (json_int_t)(r->w.n - r->done), "retries",
-        (json_int_t)r->retries, "attempts", (json_int_t)attempts, "throughput_per_s",
-        wall > 0 ? round((double)r->done * 100000.0 / (double)wall) / 100.0 : 0.0, "latency_ms",
-        pct_json(lat.v, lat.n), "turnaround_ms", pct_json(turn.v, turn.n), "tokens", "used",
-        (json_int_t)r->tokens, "estimated", (json_int_t)r->estimated, "budget", "remaining",
-        "errors", errors, "types", types, "pools", report_pools(r), "agents", report_agents(r),
-        "controllers", "tuner_mode", swd_mode_name(r->cfg.tuner.mode), "events",
-        r->controller_events);
+    json_t *rep =
+        json_pack("{s:{s:s,s:s,s:f,s:f},s:I,s:I,s:I,s:b,"
+                  "s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:f,s:o,s:o,s:{s:I,s:I,s:n,s:n},s:o,s:o,s:o,s:o,"
+                  "s:{s:s,s:O}}",
+                  "workload", "name", r->w.name, "file", r->w.path, "scale", r->o.scale,
+                  "time_scale", r->o.time_scale, "started_ms", (json_int_t)r->start_wall,
+                  "finished_ms", (json_int_t)r->end_wall, "wall_ms", (json_int_t)wall,
+                  "interrupted", r->interrupted, "tasks", "total", (json_int_t)r->w.n, "succeeded",
+                  (json_int_t)r->ok, "failed", (json_int_t)r->failed, "cancelled",
+                  (json_int_t)r->cancelled, "unfinished", (json_int_t)(r->w.n - r->done), "retries",
+                  (json_int_t)r->retries, "attempts", (json_int_t)attempts, "throughput_per_s",
+                  wall > 0 ? round((double)r->done * 100000.0 / (double)wall) / 100.0 : 0.0,
+                  "latency_ms", pct_json(lat.v, lat.n), "turnaround_ms", pct_json(turn.v, turn.n),
+                  "tokens", "used", (json_int_t)r->tokens, "estimated", (json_int_t)r->estimated,
+                  "budget", "remaining", "errors", errors, "types", types, "pools", report_pools(r),
+                  "agents", report_agents(r), "controllers", "tuner_mode",
+                  swd_mode_name(r->cfg.tuner.mode), "events", r->controller_events);
     free(lat.v);
     free(turn.v);
     return rep;
@@ -871,9 +910,10 @@ static void print_summary(run_t *r, const json_t *rep, FILE *out) {
     fmt_count(est, sizeof(est), (double)r->estimated);
     fprintf(out, "\n%s: %lld tasks in %s%s\n", r->w.name, (long long)json_ms(t, "total"), wall,
             r->interrupted ? " (interrupted)" : "");
-    fprintf(out, "  %-12s %lld succeeded, %lld failed, %lld cancelled, %lld unfinished; "
-                 "%lld retries, %lld attempts\n", "tasks",
-            (long long)json_ms(t, "succeeded"), (long long)json_ms(t, "failed"),
+    fprintf(out,
+            "  %-12s %lld succeeded, %lld failed, %lld cancelled, %lld unfinished; "
+            "%lld retries, %lld attempts\n",
+            "tasks", (long long)json_ms(t, "succeeded"), (long long)json_ms(t, "failed"),
             (long long)json_ms(t, "cancelled"), (long long)json_ms(t, "unfinished"),
             (long long)json_ms(t, "retries"), (long long)json_ms(t, "attempts"));
     fprintf(out, "  %-12s %.2f tasks/s\n", "throughput",
@@ -886,8 +926,8 @@ static void print_summary(run_t *r, const json_t *rep, FILE *out) {
     json_object_foreach(json_object_get(rep, "errors"), k, v) {
         fprintf(out, "  %-12s %s x%lld\n", "errors", k, (long long)json_integer_value(v));
     }
-    fprintf(out, "\n  %-18s %-8s %6s %6s %7s %9s %8s  %-6s %s\n", "pool", "kind", "tasks",
-            "fail", "retries", "p50", "tokens", "agents", "restarts");
+    fprintf(out, "\n  %-18s %-8s %6s %6s %7s %9s %8s  %-6s %s\n", "pool", "kind", "tasks", "fail",
+            "retries", "p50", "tokens", "agents", "restarts");
     print_table_rows(out, json_object_get(rep, "pools"), false);
     fprintf(out, "\n  %-18s %-8s %6s %6s %7s %9s %8s  %-12s %-5s %s\n", "agent", "id", "tasks",
             "fail", "retries", "p50", "tokens", "pool", "health", "state");
@@ -916,27 +956,25 @@ static json_t *task_line(run_t *r, size_t i) {
     for (uint32_t k = 0; k < wt->nafter; k++) {
         json_array_append_new(after, json_string(r->w.tasks[wt->after[k]].key));
     }
-    const agent_rec_t *a =
-        rec->agent_id[0] ? swd_strmap_get(&r->agent_ids, rec->agent_id, strlen(rec->agent_id))
-                         : NULL;
+    const agent_rec_t *a = rec->agent_id[0]
+                               ? swd_strmap_get(&r->agent_ids, rec->agent_id, strlen(rec->agent_id))
+                               : NULL;
     json_t *err = rec->error_code ? json_pack("{s:s,s:s?}", "code", rec->error_code, "message",
                                               rec->error_message)
                                   : json_null();
-    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:s?,s:s?,s:I,s:I,s:I,s:o,s:o,s:o,s:o,s:o,s:o}", "key",
-                     wt->key, "task_id", rec->task_id, "type", wt->type, "state",
-                     rec->terminal ? swd_task_state_names[rec->state] : "unfinished", "attempts",
-                     (json_int_t)rec->attempts, "agent_id",
-                     rec->agent_id[0] ? rec->agent_id : NULL, "agent", a ? a->name : NULL,
-                     "tokens_used", (json_int_t)rec->tokens, "estimated_tokens",
-                     (json_int_t)wt->estimated_tokens, "submitted_ms",
-                     (json_int_t)rec->submitted_ms, "started_ms",
-                     rec->first_started_ms ? json_integer(rec->first_started_ms) : json_null(),
-                     "finished_ms", rec->finished_ms ? json_integer(rec->finished_ms) : json_null(),
-                     "latency_ms",
-                     rec->finished_ms && rec->started_ms
-                         ? json_integer(rec->finished_ms - rec->started_ms)
-                         : json_null(),
-                     "after", after, "output", result_json(rec), "error", err);
+    return json_pack(
+        "{s:s,s:s,s:s,s:s,s:I,s:s?,s:s?,s:I,s:I,s:I,s:o,s:o,s:o,s:o,s:o,s:o}", "key", wt->key,
+        "task_id", rec->task_id, "type", wt->type, "state",
+        rec->terminal ? swd_task_state_names[rec->state] : "unfinished", "attempts",
+        (json_int_t)rec->attempts, "agent_id", rec->agent_id[0] ? rec->agent_id : NULL, "agent",
+        a ? a->name : NULL, "tokens_used", (json_int_t)rec->tokens, "estimated_tokens",
+        (json_int_t)wt->estimated_tokens, "submitted_ms", (json_int_t)rec->submitted_ms,
+        "started_ms", rec->first_started_ms ? json_integer(rec->first_started_ms) : json_null(),
+        "finished_ms", rec->finished_ms ? json_integer(rec->finished_ms) : json_null(),
+        "latency_ms",
+        rec->finished_ms && rec->started_ms ? json_integer(rec->finished_ms - rec->started_ms)
+                                            : json_null(),
+        "after", after, "output", result_json(rec), "error", err);
 }
 
 static int write_results(run_t *r, const char *path) {
@@ -1009,8 +1047,8 @@ static void print_header(run_t *r) {
     for (size_t i = 0; i < r->cfg.n_pools; i++) {
         agents += r->cfg.pools[i].kind == SWD_POOL_PROCESS ? (size_t)r->cfg.pools[i].min : 0;
     }
-    fprintf(stderr, "swarmd run: %s (%s): %zu tasks, %zu pool%s, %zu agent process%s\n",
-            r->w.name, r->w.path, r->w.n, r->cfg.n_pools, r->cfg.n_pools == 1 ? "" : "s", agents,
+    fprintf(stderr, "swarmd run: %s (%s): %zu tasks, %zu pool%s, %zu agent process%s\n", r->w.name,
+            r->w.path, r->w.n, r->cfg.n_pools, r->cfg.n_pools == 1 ? "" : "s", agents,
             agents == 1 ? "" : "es");
     fprintf(stderr, "swarmd run: rpc %s", r->d->rpc_addr[0] ? r->d->rpc_addr : "(off)");
     if (r->d->http_addr[0]) {

@@ -25,8 +25,8 @@
 #define MAX_TYPE_BYTES 128
 #define MAX_LINE_BYTES (16 * 1024 * 1024)
 
-const char *const swd_workload_keys[] = {"name", "description", "seed", "tasks",
-                                         "tasks_file", "budget", NULL};
+const char *const swd_workload_keys[] = {"name",       "description", "seed", "tasks",
+                                         "tasks_file", "budget",      NULL};
 
 // ---------------------------------------------------------------------------
 // Loading state
@@ -54,6 +54,11 @@ typedef struct wload {
     size_t tasks_file_line;
 } wload_t;
 
+static void add_err(wload_t *y, const char *file, size_t line, const char *msg) {
+    swd_diag_add(y->d, SWD_DIAG_ERROR, "%s:%zu: %s", file, line, msg);
+    y->errors++;
+}
+
 static void werr(wload_t *y, const char *file, size_t line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void werr(wload_t *y, const char *file, size_t line, const char *fmt, ...) {
@@ -62,8 +67,7 @@ static void werr(wload_t *y, const char *file, size_t line, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    swd_diag_add(y->d, SWD_DIAG_ERROR, "%s:%zu: %s", file, line, msg);
-    y->errors++;
+    add_err(y, file, line, msg);
 }
 
 static size_t line_of(const yaml_node_t *n) {
@@ -78,7 +82,7 @@ static void nerr(wload_t *y, const yaml_node_t *n, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    werr(y, y->path, line_of(n), "%s", msg);
+    add_err(y, y->path, line_of(n), msg);
 }
 
 static const char *kind_of(const yaml_node_t *n) {
@@ -255,8 +259,8 @@ typedef enum dist_kind { DIST_FIXED, DIST_UNIFORM, DIST_NORMAL, DIST_LOGNORMAL }
 
 typedef struct dist {
     dist_kind_t kind;
-    double a, b;     // fixed: a; uniform: min, max; normal: mean, stddev; lognormal: median, sigma
-    double lo, hi;   // clamp
+    double a, b;   // fixed: a; uniform: min, max; normal: mean, stddev; lognormal: median, sigma
+    double lo, hi; // clamp
 } dist_t;
 
 static const char *const dist_names[] = {"fixed", "uniform", "normal", "lognormal", NULL};
@@ -264,8 +268,8 @@ static const char *const dist_names[] = {"fixed", "uniform", "normal", "lognorma
 static const char *const dist_params[][2] = {
     {"value", NULL}, {"min", "max"}, {"mean", "stddev"}, {"median", "sigma"}};
 
-static bool dist_param(wload_t *y, yaml_node_t *m, const char *where, const char *name,
-                       double *out, bool required) {
+static bool dist_param(wload_t *y, yaml_node_t *m, const char *where, const char *name, double *out,
+                       bool required) {
     for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
         const char *k = scalar(node(y, p->key));
         if (k != NULL && strcmp(k, name) == 0) {
@@ -288,8 +292,8 @@ static bool dist_keys_ok(wload_t *y, yaml_node_t *m, const char *where, int kind
     for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = node(y, p->key);
         const char *k = scalar(kn);
-        bool known = k && (strcmp(k, "dist") == 0 || strcmp(k, "min") == 0 ||
-                           strcmp(k, "max") == 0);
+        bool known =
+            k && (strcmp(k, "dist") == 0 || strcmp(k, "min") == 0 || strcmp(k, "max") == 0);
         for (int j = 0; j < 2 && k && !known; j++) {
             known = dist_params[kind][j] && strcmp(k, dist_params[kind][j]) == 0;
         }
@@ -467,8 +471,10 @@ static bool gen_field(wload_t *y, gen_t *g, const char *k, yaml_node_t *v, const
         g->after = v;
         return parse_after(y, v, where);
     }
-    nerr(y, v, "%s: unknown key (type, count, key, priority, estimated_tokens, payload, "
-               "timeout_ms, max_retries, after, labels)", w);
+    nerr(y, v,
+         "%s: unknown key (type, count, key, priority, estimated_tokens, payload, "
+         "timeout_ms, max_retries, after, labels)",
+         w);
     return false;
 }
 
@@ -494,9 +500,10 @@ static void gen_expand(wload_t *y, const gen_t *g, uint32_t gi, int64_t count) {
         r->t.source = gi;
         r->file = y->path;
         r->line = g->after ? line_of(g->after) : g->line;
-        size_t np = g->after ? (size_t)(g->after->data.sequence.items.top -
-                                        g->after->data.sequence.items.start)
-                             : 0;
+        size_t np =
+            g->after
+                ? (size_t)(g->after->data.sequence.items.top - g->after->data.sequence.items.start)
+                : 0;
         r->pats = swd_xcalloc(np ? np : 1, sizeof(char *));
         for (size_t j = 0; j < np; j++) {
             r->pats[r->npats++] =
@@ -556,9 +563,9 @@ static void parse_generator(wload_t *y, yaml_node_t *n, uint32_t gi) {
 // tasks_file: one task.submit params object per line
 
 static bool json_key_ok(const char *k) {
-    static const char *const known[] = {"type", "payload", "priority", "estimated_tokens",
-                                        "timeout_ms", "max_retries", "key", "after",
-                                        "after_keys", "labels", NULL};
+    static const char *const known[] = {"type",       "payload",     "priority", "estimated_tokens",
+                                        "timeout_ms", "max_retries", "key",      "after",
+                                        "after_keys", "labels",      NULL};
     for (size_t i = 0; known[i]; i++) {
         if (strcmp(known[i], k) == 0) {
             return true;
@@ -595,8 +602,7 @@ static bool json_after(raw_t *r, const json_t *arr) {
 }
 
 // Fills `r` from one line's object; the reason of a problem goes to `why`.
-static bool json_task(raw_t *r, json_t *o, size_t lineno, const char *base, char *why,
-                      size_t cap) {
+static bool json_task(raw_t *r, json_t *o, size_t lineno, const char *base, char *why, size_t cap) {
     const char *k;
     json_t *v;
     json_object_foreach(o, k, v) {
@@ -622,16 +628,18 @@ static bool json_task(raw_t *r, json_t *o, size_t lineno, const char *base, char
          !json_uint(json_object_get(o, "timeout_ms"), 1, MAX_TIMEOUT_MS, &tmo)) ||
         (json_object_get(o, "max_retries") &&
          !json_uint(json_object_get(o, "max_retries"), 0, MAX_RETRIES, &ret))) {
-        snprintf(why, cap, "priority, estimated_tokens, timeout_ms or max_retries: wrong type or "
-                           "out of range");
+        snprintf(why, cap,
+                 "priority, estimated_tokens, timeout_ms or max_retries: wrong type or "
+                 "out of range");
         return false;
     }
     json_t *labels = json_object_get(o, "labels");
     if ((labels && !json_is_object(labels)) || (key && key[0] == '\0') ||
         !json_after(r, json_object_get(o, "after")) ||
         !json_after(r, json_object_get(o, "after_keys"))) {
-        snprintf(why, cap, "labels must be an object, key a non-empty string, after and "
-                           "after_keys lists of task keys");
+        snprintf(why, cap,
+                 "labels must be an object, key a non-empty string, after and "
+                 "after_keys lists of task keys");
         return false;
     }
     r->t.estimated_tokens = (uint64_t)tok;
@@ -666,8 +674,8 @@ static void load_tasks_file(wload_t *y, const char *file) {
         json_t *o = json_loadb(line, n, 0, &je);
         char why[256];
         if (o == NULL || !json_is_object(o)) {
-            werr(y, file, lineno, "%s", o ? "expected a JSON object (task.submit params)"
-                                          : je.text);
+            werr(y, file, lineno, "%s",
+                 o ? "expected a JSON object (task.submit params)" : je.text);
             json_decref(o);
             continue;
         }
@@ -711,8 +719,10 @@ static void check_pools(wload_t *y, yaml_node_t *n) {
         yaml_node_t *kind = map_get(y, pn, "kind");
         const char *ks = scalar(kind);
         if (ks != NULL && strcmp(ks, "http") == 0) {
-            nerr(y, kind, "pools[%zu].kind: http pools are not implemented yet; use a process "
-                          "or remote pool", i);
+            nerr(y, kind,
+                 "pools[%zu].kind: http pools are not implemented yet; use a process "
+                 "or remote pool",
+                 i);
             continue;
         }
         yaml_node_t *cmd = map_get(y, pn, "command");
@@ -725,8 +735,10 @@ static void check_pools(wload_t *y, yaml_node_t *n) {
         char path[4096];
         int r = exe ? swd_process_find_exe(exe, path, sizeof(path)) : 0;
         if (r < 0) {
-            nerr(y, cmd, "pools[%zu].command: cannot run \"%s\": %s (looked next to swarmd, "
-                         "in its agents/ directory and in $PATH)", i, exe, uv_strerror(r));
+            nerr(y, cmd,
+                 "pools[%zu].command: cannot run \"%s\": %s (looked next to swarmd, "
+                 "in its agents/ directory and in $PATH)",
+                 i, exe, uv_strerror(r));
         }
     }
 }
@@ -756,8 +768,9 @@ static void parse_root(wload_t *y, yaml_node_t *root) {
                 swd_rng_seed(&y->rng, (uint64_t)seed);
             }
         } else if (strcmp(k, "budget") == 0) {
-            nerr(y, node(y, p->key), "budget: token budgets are not implemented yet; remove the "
-                                     "section");
+            nerr(y, node(y, p->key),
+                 "budget: token budgets are not implemented yet; remove the "
+                 "section");
         } else if (strcmp(k, "tasks_file") == 0) {
             const char *s = get_str(y, v, "tasks_file");
             y->tasks_file_line = line_of(v);
@@ -876,8 +889,10 @@ static void resolve(wload_t *y) {
             werr(y, r->file, r->line, "key \"%.40s...\": longer than %d bytes", r->t.key,
                  MAX_KEY_BYTES);
         } else if (swd_strmap_get(&keys, r->t.key, strlen(r->t.key)) != NULL) {
-            werr(y, r->file, r->line, "key \"%s\" names two tasks; give each generator its own "
-                                      "`key` template", r->t.key);
+            werr(y, r->file, r->line,
+                 "key \"%s\" names two tasks; give each generator its own "
+                 "`key` template",
+                 r->t.key);
         } else {
             swd_strmap_put(&keys, r->t.key, strlen(r->t.key), (void *)(uintptr_t)(i + 1));
         }

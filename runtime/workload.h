@@ -32,8 +32,8 @@
 
 /// One task to submit. Everything is owned by the workload.
 typedef struct swd_workload_task {
-    char *key;  ///< unique within the workload, never NULL
-    char *type; ///< never NULL
+    char *key;    ///< unique within the workload, never NULL
+    char *type;   ///< never NULL
     int priority; ///< 0 critical .. 3 low (scheduler/task.h order)
     uint64_t estimated_tokens;
     int64_t timeout_ms;  ///< 0: scheduler.default_timeout_ms
@@ -42,7 +42,7 @@ typedef struct swd_workload_task {
     json_t *labels;      ///< an object, or NULL
     uint32_t *after;     ///< indices of tasks that come earlier in the array
     uint32_t nafter;
-    uint32_t source;     ///< the generator's index, or UINT32_MAX for tasks_file lines
+    uint32_t source; ///< the generator's index, or UINT32_MAX for tasks_file lines
 } swd_workload_task_t;
 
 typedef struct swd_workload {

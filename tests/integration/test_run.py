@@ -311,6 +311,9 @@ def killed_agent_restarted_and_task_retried():
                             if env.get("SWARMD_AGENT_NAME") == victim["name"]
                             and p != pids[0] and st != "Z"],
                    timeout=15, what="the restarted child")
+        # The killed child was reaped, not left a zombie.
+        wait_until(lambda: pids[0] not in children_of(pid), timeout=5,
+                   what="the killed child reaped")
     eq(r.wait(60), 0, "exit status; stderr:\n%s" % r.stderr()[-3000:])
     rep, res = r.report(), r.results()
     check_accounting(r, rep, res)
