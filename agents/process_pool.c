@@ -29,6 +29,7 @@ typedef struct child {
     uint32_t crashes; // exits in a row without a stable run
     int64_t started_mono;
     bool ever_started;
+    uint32_t runs; // processes started in this slot, the current one included
     swd_timer_t restart;
     char agent_id[32]; // the agent it registered as, "" before
     bool configure_pending;
@@ -56,15 +57,18 @@ static void caps_text(const swd_pool_config_t *cfg, char *out, size_t cap) {
     }
 }
 
-// `arg` with {name}, {pool}, {index}, {concurrency}, {capabilities} replaced.
+// `arg` with {name}, {pool}, {index}, {run}, {concurrency}, {capabilities}
+// replaced.
 static char *expand_arg(const child_t *c, const char *arg) {
     const swd_pool_config_t *cfg = c->pool->o.cfg;
-    char caps[1024], num[32], idx[32];
+    char caps[1024], num[32], idx[32], run[32];
     caps_text(cfg, caps, sizeof(caps));
     snprintf(num, sizeof(num), "%lld", (long long)cfg->max_concurrency);
     snprintf(idx, sizeof(idx), "%u", c->index + 1);
-    const char *names[] = {"{name}", "{pool}", "{index}", "{concurrency}", "{capabilities}"};
-    const char *values[] = {c->name, cfg->name, idx, num, caps};
+    snprintf(run, sizeof(run), "%u", c->runs + 1);
+    const char *names[] = {"{name}", "{pool}",        "{index}",
+                           "{run}",  "{concurrency}", "{capabilities}"};
+    const char *values[] = {c->name, cfg->name, idx, run, num, caps};
     size_t cap = strlen(arg) + 1, len = 0;
     char *out = swd_xmalloc(cap);
     for (const char *p = arg; *p != '\0';) {
@@ -192,6 +196,7 @@ static int spawn_child(child_t *c, char *err, size_t errlen) {
         pp->stats.restarts++;
     }
     c->ever_started = true;
+    c->runs++;
     swd_log_info("pool", "agent process started", "{s:s,s:s,s:i}", "pool", pp->o.cfg->name, "agent",
                  c->name, "pid", c->pid);
     if (swd_rpc_server_start_conn(pp->o.server, conn) < 0) {

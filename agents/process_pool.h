@@ -16,7 +16,8 @@
 // Children find themselves in the environment: SWARMD_POOL and
 // SWARMD_AGENT_NAME (swarm-agent's defaults for --pool and --name),
 // SWARMD_AGENT_TOKEN when agent auth is on, plus the pool's `env`. The
-// command's arguments may use {name}, {pool}, {index}, {concurrency} and
+// command's arguments may use {name}, {pool}, {index} (1..min), {run} (1 for
+// a slot's first process, 2 after its first restart, ...), {concurrency} and
 // {capabilities} (comma-separated), replaced per child.
 #ifndef SWD_AGENTS_PROCESS_POOL_H
 #define SWD_AGENTS_PROCESS_POOL_H

@@ -39,7 +39,10 @@ static void rpc_run(swd_agent_t *a, const swd_run_t *run) {
     msgpack_packer *pk =
         swd_rpc_conn_request_begin(l->conn, "task.run", on_run_answer, run->cookie, l->ra);
     msgpack_pack_array(pk, 1);
-    msgpack_pack_map(pk, 5);
+    // estimated_tokens goes beyond DESIGN.md's task.run params (agents ignore
+    // unknown keys): a simulated agent sizes its answer after it.
+    msgpack_pack_map(pk, 6);
+    swd_pack_kv_u64(pk, "estimated_tokens", run->estimated_tokens);
     swd_pack_kv_str(pk, "task_id", run->task_id);
     swd_pack_kv_u64(pk, "attempt", run->attempt);
     swd_pack_kv_str(pk, "type", run->type);

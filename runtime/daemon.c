@@ -100,7 +100,7 @@ static void stop_pools(swd_daemon_t *d) {
 
 static int start_pools(swd_daemon_t *d, char *err, size_t errlen) {
     const swd_config_t *cfg = d->cfg;
-    d->pools = calloc(cfg->n_pools ? cfg->n_pools : 1, sizeof(*d->pools));
+    d->pools = calloc(cfg->n_pools ? cfg->n_pools : 1, sizeof(swd_process_pool_t *));
     for (size_t i = 0; i < cfg->n_pools; i++) {
         const swd_pool_config_t *pc = &cfg->pools[i];
         if (pc->kind != SWD_POOL_PROCESS) {

@@ -12,6 +12,7 @@
 //   Ctrl-C: queued and deferred tasks cancelled, running ones get
 //   scheduler.shutdown_grace_ms, then the report; a second Ctrl-C exits
 //   at once (children SIGKILLed first).
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
@@ -221,11 +222,55 @@ static char **config_env(void) {
     return out;
 }
 
+static bool pool_serves(const swd_pool_config_t *p, const char *type) {
+    for (size_t i = 0; i < p->capabilities.n; i++) {
+        if (strcmp(p->capabilities.items[i], "*") == 0 ||
+            strcmp(p->capabilities.items[i], type) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// A task type no pool can ever run would leave the run waiting forever; with
+// a remote pool, agents may still come and bring it.
+static void check_types(run_t *r, swd_diag_t *d) {
+    for (size_t i = 0; i < r->cfg.n_pools; i++) {
+        if (r->cfg.pools[i].kind == SWD_POOL_REMOTE) {
+            return;
+        }
+    }
+    swd_strmap_t seen;
+    swd_strmap_init(&seen);
+    for (size_t t = 0; t < r->w.n; t++) {
+        const char *type = r->w.tasks[t].type;
+        bool ok = swd_strmap_get(&seen, type, strlen(type)) != NULL;
+        for (size_t i = 0; i < r->cfg.n_pools && !ok; i++) {
+            const swd_pool_config_t *p = &r->cfg.pools[i];
+            ok = p->kind == SWD_POOL_PROCESS && p->min > 0 && pool_serves(p, type);
+        }
+        if (!ok) {
+            swd_diag_add(d, SWD_DIAG_ERROR,
+                         "%s: tasks of type \"%s\" (%s, ...): no pool can run them; list the "
+                         "type in a process pool's capabilities (with min > 0) or add a remote "
+                         "pool",
+                         r->w.path, type, r->w.tasks[t].key);
+        }
+        swd_strmap_put(&seen, type, strlen(type), r);
+    }
+    swd_strmap_close(&seen);
+}
+
 // Workload and configuration, every problem reported; 0 or 2.
 static int load_all(run_t *r) {
+    swd_config_init(&r->cfg);
+    if (access(r->o.workload, R_OK) != 0) {
+        fprintf(stderr, "%s: cannot read: %s\nswarmd: nothing started\n", r->o.workload,
+                strerror(errno));
+        return 2;
+    }
     swd_diag_t d;
     swd_diag_init(&d);
-    swd_config_init(&r->cfg);
     swd_config_load_file_ex(&r->cfg, r->o.workload, swd_workload_keys, &d);
     char **envp = config_env();
     swd_config_load_env(&r->cfg, envp, &d);
@@ -238,10 +283,13 @@ static int load_all(run_t *r) {
     if (d.errors == 0) {
         swd_config_validate(&r->cfg, &d);
     }
+    if (d.errors == 0) {
+        check_types(r, &d);
+    }
     swd_diag_print(&d, stderr);
     int code = d.errors > 0 ? 2 : 0;
     if (code != 0) {
-        fprintf(stderr, "swarmd run: %zu error%s in %s; nothing started\n", d.errors,
+        fprintf(stderr, "swarmd: %zu error%s in %s; nothing started\n", d.errors,
                 d.errors == 1 ? "" : "s", r->o.workload);
     }
     swd_diag_close(&d);

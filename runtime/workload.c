@@ -54,7 +54,11 @@ typedef struct wload {
     size_t tasks_file_line;
 } wload_t;
 
-static void add_err(wload_t *y, const char *file, size_t line, const char *msg) {
+static void vadd_err(wload_t *y, const char *file, size_t line, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static void vadd_err(wload_t *y, const char *file, size_t line, const char *fmt, va_list ap) {
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     swd_diag_add(y->d, SWD_DIAG_ERROR, "%s:%zu: %s", file, line, msg);
     y->errors++;
 }
@@ -62,12 +66,10 @@ static void add_err(wload_t *y, const char *file, size_t line, const char *msg) 
 static void werr(wload_t *y, const char *file, size_t line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void werr(wload_t *y, const char *file, size_t line, const char *fmt, ...) {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vadd_err(y, file, line, fmt, ap);
     va_end(ap);
-    add_err(y, file, line, msg);
 }
 
 static size_t line_of(const yaml_node_t *n) {
@@ -77,12 +79,10 @@ static size_t line_of(const yaml_node_t *n) {
 static void nerr(wload_t *y, const yaml_node_t *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void nerr(wload_t *y, const yaml_node_t *n, const char *fmt, ...) {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vadd_err(y, y->path, line_of(n), fmt, ap);
     va_end(ap);
-    add_err(y, y->path, line_of(n), msg);
 }
 
 static const char *kind_of(const yaml_node_t *n) {

@@ -7,9 +7,11 @@ file:line before anything starts (issue 5; DESIGN.md §6, §7).
     SWD_BUILD_DIR=build /usr/bin/python3 tests/integration/test_run.py [-k NAME]
 """
 
+import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +36,15 @@ SCALE, TIME_SCALE = "0.25", "0.05"
 
 # ---------------------------------------------------------------------------
 # Helpers
+
+_tmpdirs = []
+atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _tmpdirs])
+
+
+def mkdtemp(prefix):
+    d = tempfile.mkdtemp(prefix=prefix)
+    _tmpdirs.append(d)
+    return d
 
 
 def processes_with(marker):
@@ -79,7 +90,7 @@ class Run:
     environment marker that finds every process it started."""
 
     def __init__(self, workload, *extra, scale=SCALE, time_scale=TIME_SCALE, env=None):
-        self.dir = tempfile.mkdtemp(prefix="swd-run-")
+        self.dir = mkdtemp(prefix="swd-run-")
         self.report_path = os.path.join(self.dir, "report.json")
         self.results_path = os.path.join(self.dir, "results.jsonl")
         self.ready_path = os.path.join(self.dir, "ready.json")
@@ -277,7 +288,7 @@ def write(dirpath, name, text):
 
 @test
 def killed_agent_restarted_and_task_retried():
-    d = tempfile.mkdtemp(prefix="swd-wl-")
+    d = mkdtemp(prefix="swd-wl-")
     wl = write(d, "kill.yaml", """\
         name: kill-test
         pools:
@@ -331,7 +342,7 @@ def killed_agent_restarted_and_task_retried():
 
 @test
 def interrupt_cancels_queued_and_reports():
-    d = tempfile.mkdtemp(prefix="swd-wl-")
+    d = mkdtemp(prefix="swd-wl-")
     wl = write(d, "long.yaml", """\
         name: long
         pools:
@@ -395,7 +406,7 @@ tasks:
   - key: c
     type: work
     after: [b]
-""", None, "cycle"),
+""", -1, "after: cycle"),
     "unknown_after": (GOOD_POOL + """\
 tasks:
   - key: a
@@ -433,6 +444,16 @@ pools:
 tasks:
   - type: work
 """, 3, "http pools are not implemented"),
+    "no_pool_for_type": ("""\
+pools:
+  - name: w
+    kind: process
+    command: [swarm-agent, --stdio, --sim]
+    capabilities: [write]
+    min: 1
+tasks:
+  - type: draw
+""", None, "tasks of type \"draw\""),
     "unknown_section": (GOOD_POOL + """\
 shceduler:
   default_timeout_ms: 5
@@ -444,7 +465,7 @@ tasks:
 
 @test
 def bad_workloads_exit_2_nothing_started():
-    d = tempfile.mkdtemp(prefix="swd-bad-")
+    d = mkdtemp(prefix="swd-bad-")
     for name, (text, line, needle) in BAD.items():
         path = os.path.join(d, name + ".yaml")
         with open(path, "w") as f:
@@ -454,11 +475,13 @@ def bad_workloads_exit_2_nothing_started():
         err = r.stderr()
         eq(code, 2, "%s: exit status; stderr:\n%s" % (name, err))
         check(needle in err, "%s: %r not in stderr:\n%s" % (name, needle, err))
-        if line is not None:
+        if line == -1:
+            check(re.search(re.escape(path) + r":\d+:", err), "%s: FILE:LINE in %s" % (name, err))
+        elif line is not None:
             check("%s:%d:" % (path, line) in err, "%s: %s:%d: not in stderr:\n%s"
                   % (name, path, line, err))
         else:
-            check(re.search(re.escape(path) + r":\d+:", err), "%s: FILE:LINE in %s" % (name, err))
+            check(re.search(re.escape(path) + r"(:\d+)?:", err), "%s: FILE in %s" % (name, err))
         check("nothing started" in err, "%s: says nothing started" % name)
         check(not os.path.exists(r.report_path), "%s: no report written" % name)
         check(not os.path.exists(r.ready_path), "%s: nothing listened" % name)
