@@ -14,7 +14,10 @@
 // (task state change, timeout timer, agent refresh and re-ranking) and the
 // transport's run().
 //
-// Prints one JSON line per (tasks, agents) pair.
+// Every configuration is built first and kept alive; the repetitions then
+// go round all of them, so a noisy spell on a shared machine hits every
+// configuration alike instead of one. Prints one JSON line per (tasks,
+// agents) pair with the median over the repetitions.
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,15 +92,31 @@ static void complete_all(void) {
     g_nruns = 0;
 }
 
-#define MAX_REPS 32
+#define MAX_REPS 64
 
-static void bench(long Q, long M, int reps, long target) {
+// One scheduler with its agents and queue, kept alive for the whole run so
+// the configurations can be measured in turns (noise on a shared machine
+// then hits them all alike).
+typedef struct inst {
+    long Q, M;
     swd_clock_t clock;
     swd_bus_t bus;
     swd_sched_t sched;
     swd_agents_t agents;
-    swd_clock_init_virtual(&clock, 1700000000000);
-    swd_bus_init(&bus);
+    double fill_ns;
+    double dec[MAX_REPS], sub[MAX_REPS], fin[MAX_REPS];
+    long decisions;
+} inst_t;
+
+static inst_t *inst_new(long Q, long M) {
+    inst_t *x = calloc(1, sizeof(*x));
+    if (x == NULL) {
+        abort();
+    }
+    x->Q = Q;
+    x->M = M;
+    swd_clock_init_virtual(&x->clock, 1700000000000);
+    swd_bus_init(&x->bus);
     swd_sched_config_t sc = {
         .max_queued = (uint64_t)(Q + M + 16),
         .default_timeout_ms = 600000,
@@ -108,66 +127,76 @@ static void bench(long Q, long M, int reps, long target) {
         .retain_finished_ms = 1,
         .seed = 1,
     };
-    swd_sched_init(&sched, &clock, &bus, &agents, &sc);
+    swd_sched_init(&x->sched, &x->clock, &x->bus, &x->agents, &sc);
     swd_agents_config_t ac = {.window = 50, .target_latency_ms = 3000, .dead_retention_ms = 300000};
-    swd_agents_cbs_t cbs = swd_sched_agent_callbacks(&sched);
-    swd_agents_init(&agents, &clock, &bus, &ac, &cbs);
+    swd_agents_cbs_t cbs = swd_sched_agent_callbacks(&x->sched);
+    swd_agents_init(&x->agents, &x->clock, &x->bus, &ac, &cbs);
     const char *caps[] = {"noop"};
     for (long i = 0; i < M; i++) {
         char name[32];
         snprintf(name, sizeof(name), "agent-%ld", i);
         swd_agent_spec_t spec = {.name = name, .caps = caps, .ncaps = 1, .max_concurrency = 1};
-        swd_agents_add(&agents, &spec, &bench_ops, NULL);
+        swd_agents_add(&x->agents, &spec, &bench_ops, NULL);
     }
     int64_t t0 = now_ns();
-    submit(&sched, Q);
-    double fill_ns = (double)(now_ns() - t0) / (double)Q;
+    submit(&x->sched, Q);
+    x->fill_ns = (double)(now_ns() - t0) / (double)Q;
+    return x;
+}
 
-    double dec[MAX_REPS], sub[MAX_REPS], fin[MAX_REPS];
-    long total = 0;
-    // Rep 0 warms caches and allocators and is not counted.
-    for (int r = 0; r <= reps; r++) {
-        long decisions = 0, completions = 0;
-        int64_t t_dec = 0, t_sub = 0, t_fin = 0;
-        while (decisions < target) {
-            int64_t a = now_ns();
-            swd_clock_advance(&clock, 0);
-            int64_t b = now_ns();
-            long n = (long)g_nruns;
-            t_dec += b - a;
-            decisions += n;
-            swd_clock_advance(&clock, 1);
-            a = now_ns();
-            complete_all();
-            b = now_ns();
-            submit(&sched, n);
-            int64_t c = now_ns();
-            t_fin += b - a;
-            t_sub += c - b;
-            completions += n;
-            if (n == 0) {
-                fprintf(stderr, "dispatch: a pass made no decision\n");
-                exit(1);
-            }
-        }
-        if (r > 0) {
-            dec[r - 1] = (double)t_dec / (double)decisions;
-            sub[r - 1] = (double)t_sub / (double)completions;
-            fin[r - 1] = (double)t_fin / (double)completions;
-            total += decisions;
+static void inst_free(inst_t *x) {
+    complete_all();
+    swd_agents_close(&x->agents);
+    swd_sched_close(&x->sched);
+    swd_bus_close(&x->bus);
+    swd_clock_close(&x->clock);
+    free(x);
+}
+
+// Runs rounds until `target` decisions; with `r` >= 0 the times go to rep r.
+static void measure(inst_t *x, long target, int r) {
+    long decisions = 0, completions = 0;
+    int64_t t_dec = 0, t_sub = 0, t_fin = 0;
+    while (decisions < target) {
+        int64_t a = now_ns();
+        swd_clock_advance(&x->clock, 0);
+        int64_t b = now_ns();
+        long n = (long)g_nruns;
+        t_dec += b - a;
+        decisions += n;
+        swd_clock_advance(&x->clock, 1);
+        a = now_ns();
+        complete_all();
+        b = now_ns();
+        submit(&x->sched, n);
+        int64_t c = now_ns();
+        t_fin += b - a;
+        t_sub += c - b;
+        completions += n;
+        if (n == 0) {
+            fprintf(stderr, "dispatch: a pass made no decision\n");
+            exit(1);
         }
     }
-    double d = median(dec, reps), s = median(sub, reps), f = median(fin, reps);
+    if (r >= 0) {
+        x->dec[r] = (double)t_dec / (double)decisions;
+        x->sub[r] = (double)t_sub / (double)completions;
+        x->fin[r] = (double)t_fin / (double)completions;
+        x->decisions += decisions;
+    }
+}
+
+static void report(inst_t *x, int reps) {
     printf("{\"tasks\":%ld,\"agents\":%ld,\"reps\":%d,\"decisions\":%ld,"
            "\"ns_per_decision\":%.1f,\"ns_per_submit\":%.1f,\"ns_per_complete\":%.1f,"
-           "\"ns_per_fill_submit\":%.1f,\"queued_at_end\":%" PRIu64 "}\n",
-           Q, M, reps, total, d, s, f, fill_ns, sched.count[SWD_TASK_QUEUED]);
+           "\"ns_per_fill_submit\":%.1f,\"queued_at_end\":%" PRIu64 ",\"reps_ns\":[",
+           x->Q, x->M, reps, x->decisions, median(x->dec, reps), median(x->sub, reps),
+           median(x->fin, reps), x->fill_ns, x->sched.count[SWD_TASK_QUEUED]);
+    for (int i = 0; i < reps; i++) {
+        printf("%s%.1f", i ? "," : "", x->dec[i]);
+    }
+    printf("]}\n");
     fflush(stdout);
-    complete_all();
-    swd_agents_close(&agents);
-    swd_sched_close(&sched);
-    swd_bus_close(&bus);
-    swd_clock_close(&clock);
 }
 
 static int parse_list(const char *s, long *out, int cap) {
@@ -209,11 +238,26 @@ int main(int argc, char **argv) {
         return 2;
     }
     swd_log_setup(SWD_LOG_ERROR, 0, NULL, 0);
+    int n = ntasks * nagents;
+    inst_t **xs = calloc((size_t)n, sizeof(*xs));
     for (int i = 0; i < ntasks; i++) {
         for (int j = 0; j < nagents; j++) {
-            bench(tasks[i], agents[j], reps, target);
+            xs[i * nagents + j] = inst_new(tasks[i], agents[j]);
         }
     }
+    // Repetitions go round the configurations; each starts with one untimed
+    // warm-up pass of its own (its data left the caches meanwhile).
+    for (int r = 0; r < reps; r++) {
+        for (int k = 0; k < n; k++) {
+            measure(xs[k], xs[k]->M, -1);
+            measure(xs[k], target, r);
+        }
+    }
+    for (int k = 0; k < n; k++) {
+        report(xs[k], reps);
+        inst_free(xs[k]);
+    }
+    free(xs);
     swd_log_shutdown();
     return 0;
 }

@@ -10,6 +10,7 @@
 //
 // Exit status: 0 success, 1 the server answered with an error, 2 usage or
 // connection errors.
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -1308,7 +1309,6 @@ enum {
     LOGS_MAX_LINE = 64 * 1024 * 1024, // a record longer than this is not swarmd's
 };
 
-
 typedef struct lines {
     char **v;
     size_t n, cap;
@@ -1350,8 +1350,7 @@ typedef struct xfer {
 static void upper_level(const char *level, char *out, size_t cap) {
     size_t i = 0;
     for (; level[i] != '\0' && i + 1 < cap; i++) {
-        char ch = level[i];
-        out[i] = ch >= 'a' && ch <= 'z' ? (char)(ch - 'a' + 'A') : ch;
+        out[i] = (char)toupper((unsigned char)level[i]);
     }
     out[i] = '\0';
 }
@@ -1399,8 +1398,8 @@ static void print_log_record(const ctl_t *ctl, const char *line) {
     const char *key;
     json_t *v;
     json_object_foreach(r, key, v) {
-        if (strcmp(key, "ts") == 0 || strcmp(key, "level") == 0 ||
-            strcmp(key, "component") == 0 || strcmp(key, "msg") == 0) {
+        if (strcmp(key, "ts") == 0 || strcmp(key, "level") == 0 || strcmp(key, "component") == 0 ||
+            strcmp(key, "msg") == 0) {
             continue;
         }
         char *s = log_value_text(v);
@@ -1507,8 +1506,7 @@ static int on_logs_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, cu
     return interrupted ? 1 : 0;
 }
 
-static void xfer_init(xfer_t *x, const ctl_t *ctl, const char *base, const char *query,
-                      bool sse) {
+static void xfer_init(xfer_t *x, const ctl_t *ctl, const char *base, const char *query, bool sse) {
     memset(x, 0, sizeof(*x));
     x->ctl = ctl;
     x->sse = sse;
@@ -1640,6 +1638,9 @@ static int logs_run(const ctl_t *ctl, xfer_t *main_x, xfer_t *backlog) {
                 continue;
             }
             xfer_t *x = m->easy_handle == main_x->easy ? main_x : backlog;
+            if (x == NULL) {
+                continue; // not ours (cannot happen: two handles at most)
+            }
             int xr = xfer_result(ctl, x, m->data.result);
             r = r == EXIT_OK ? xr : r;
             if (x == backlog) {

@@ -542,7 +542,10 @@ static void write_head(conn_t *c, const swd_http_res_t *res, int status, const c
     if (extra != NULL) {
         buf_puts(b, extra);
     }
-    if (content_length < 0 || (res->keep_alive && res->http10)) {
+    // A stream has no length: its end is the connection's close, so say so.
+    if (content_length < 0) {
+        buf_puts(b, "Connection: close\r\n");
+    } else if (res->keep_alive && res->http10) {
         buf_puts(b, "Connection: keep-alive\r\n");
     } else if (!res->keep_alive) {
         buf_puts(b, "Connection: close\r\n");

@@ -215,7 +215,7 @@ static void on_logs(swd_http_res_t *res, const swd_http_req_t *req, void *data) 
         return;
     }
     long n = LOGS_DEFAULT;
-    if (swd_http_query_get(req, "n", val, sizeof(val)) != NULL) {
+    if (swd_http_query_get(req, "n", val, sizeof(val)) != NULL && val[0] != '\0') {
         char *end;
         n = strtol(val, &end, 10);
         if (*end != '\0' || n < 0) {

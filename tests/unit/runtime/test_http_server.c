@@ -627,7 +627,7 @@ Test(http_server, sse_stream_and_client_close) {
     }
     cr_assert_eq(strncmp(buf, "HTTP/1.1 200 OK\r\n", 17), 0);
     cr_assert_not_null(strstr(buf, "\r\nContent-Type: text/event-stream\r\n"));
-    cr_assert_not_null(strstr(buf, "\r\nConnection: keep-alive\r\n"));
+    cr_assert_not_null(strstr(buf, "\r\nConnection: close\r\n"));
     cr_assert_null(strstr(buf, "Content-Length"));
     cr_assert_not_null(strstr(buf, "\r\n\r\ndata: one\n\ndata: two\n\n"));
     cr_assert_eq(atomic_load(&F.sse_closed), 0);
