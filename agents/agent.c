@@ -120,7 +120,10 @@ double swd_agent_health(const swd_agent_t *a, int type, double parts[4]) {
     } else if (a->win_len > 0) {
         latency = clamp01(1.0 - ((double)a->win_latency_sum / a->win_len) / target);
     }
-    double load = a->max_concurrency ? 1.0 - (double)a->inflight / a->max_concurrency : 0.0;
+    // A dead agent has no capacity left: its load part is 0, not "all free".
+    double load = a->max_concurrency && !a->dead
+                      ? 1.0 - (double)a->inflight / a->max_concurrency
+                      : 0.0;
     double affinity = s != NULL && s->samples > 0 ? s->ok_ewma : NEUTRAL;
     parts[0] = W_SUCCESS * success;
     parts[1] = W_LATENCY * latency;
