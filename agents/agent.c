@@ -290,7 +290,7 @@ static void on_cooldown_end(swd_timer_t *t) {
     swd_agent_t *a = t->data;
     a->cooldown_until_ms = 0;
     if (a->reason != NULL && strcmp(a->reason, "retry_after") == 0) {
-        a->reason = NULL;
+        a->reason = a->draining ? "draining" : a->degraded ? "missed_heartbeats" : NULL;
     }
     swd_agent_refresh(a);
 }
@@ -460,6 +460,7 @@ void swd_agent_kill(swd_agent_t *a, const char *reason) {
     a->reason = reason;
     a->dead_ms = swd_clock_wall(r->clock);
     swd_timer_stop(&a->cooldown_timer);
+    a->cooldown_until_ms = 0;
     swd_log_warn("agents", "agent dead", "{s:s,s:s,s:s,s:i}", "agent", a->id, "name", a->name,
                  "reason", reason, "inflight", (int)a->inflight);
     swd_agent_refresh(a);
@@ -475,7 +476,7 @@ void swd_agent_cooldown(swd_agent_t *a, int64_t until_wall_ms) {
         return;
     }
     a->cooldown_until_ms = until_wall_ms;
-    if (a->ejected_until_ms == 0) {
+    if (a->ejected_until_ms == 0 && !a->draining) {
         a->reason = "retry_after"; // an ejection's reason wins (§2.1)
     }
     swd_timer_start(&a->cooldown_timer, until_wall_ms - swd_clock_wall(a->reg->clock));

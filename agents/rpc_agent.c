@@ -213,7 +213,10 @@ static void on_lease(swd_timer_t *t) {
         }
         swd_agent_refresh(a);
     }
-    swd_timer_start(t, (degraded ? dead_at : degraded_at) - silent);
+    // While degraded, look again every heartbeat: an agent that speaks again
+    // takes tasks again within one heartbeat, not only at the dead line.
+    int64_t next = degraded ? dead_at - silent : degraded_at - silent;
+    swd_timer_start(t, degraded && hb < next ? hb : next);
 }
 
 static void on_conn_closed(swd_rpc_conn_t *c, void *data) {
@@ -229,6 +232,13 @@ static void on_conn_closed(swd_rpc_conn_t *c, void *data) {
 }
 
 // ---- agent methods ----
+
+static void free_caps(const char **caps, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) {
+        free((char *)caps[i]);
+    }
+    free(caps);
+}
 
 static int parse_caps(swd_params_t *p, const char ***caps, uint32_t *n) {
     const msgpack_object_array *arr = NULL;
@@ -322,7 +332,7 @@ static void agent_register(swd_rpc_conn_t *c, const swd_msg_t *m, swd_params_t *
     if (maxc == 0 || maxc > 100000) {
         swd_rpc_conn_reply_error(c, m->msgid, SWD_RPC_INVALID_PARAMS,
                                  "parameter 'max_concurrency' must be 1..100000");
-        free(caps);
+        free_caps(caps, ncaps);
         return;
     }
     swd_buf_t lb;
@@ -335,10 +345,7 @@ static void agent_register(swd_rpc_conn_t *c, const swd_msg_t *m, swd_params_t *
     swd_rpc_session_set_agent(c, l);
     l->hook = swd_rpc_session_on_close(c, on_conn_closed, l);
     l->agent = swd_agents_add(ra->reg, &spec, &rpc_ops, l);
-    for (uint32_t i = 0; i < ncaps; i++) {
-        free((char *)caps[i]);
-    }
-    free(caps);
+    free_caps(caps, ncaps);
     swd_buf_close(&lb);
     swd_timer_start(&l->lease, ra->opts.heartbeat_ms * ra->opts.degraded_after);
     reply_registered(c, m->msgid, l);
@@ -383,7 +390,11 @@ static void on_leave(swd_timer_t *t) {
 
 static void agent_deregister(swd_rpc_conn_t *c, const swd_msg_t *m, swd_params_t *p, void *data) {
     link_t *l = swd_rpc_session_agent(c);
-    if (m->kind != SWD_MSG_REQUEST || l->leaving) {
+    if (m->kind != SWD_MSG_REQUEST) {
+        return;
+    }
+    if (l->leaving) {
+        swd_rpc_conn_reply_error(c, m->msgid, SWD_RPC_CONFLICT, "already deregistering");
         return;
     }
     l->leaving = true;

@@ -6,6 +6,7 @@
 #include <jansson.h>
 
 #include "proto/json.h"
+#include "agents/http_agent.h"
 #include "agents/process_pool.h"
 #include "runtime/daemon.h"
 #include "runtime/process.h"
@@ -89,6 +90,8 @@ static void close_handle(uv_handle_t *h) {
 // Children are asked to stop (SIGTERM, SIGKILL after the grace) before the
 // modules their connections reach are closed; the loop runs on until every
 // one of them is reaped.
+// Http pools stop their requests and close their connections; their
+// agents stay registered (answering nothing) until the registry closes.
 static void stop_pools(swd_daemon_t *d) {
     for (size_t i = 0; i < d->npools; i++) {
         swd_process_pool_free(d->pools[i]);
@@ -96,6 +99,32 @@ static void stop_pools(swd_daemon_t *d) {
     free(d->pools);
     d->pools = NULL;
     d->npools = 0;
+    for (size_t i = 0; i < d->nhttp_pools; i++) {
+        swd_http_pool_free(d->http_pools[i]);
+    }
+    free(d->http_pools);
+    d->http_pools = NULL;
+    d->nhttp_pools = 0;
+}
+
+static int start_http_pool(swd_daemon_t *d, const swd_pool_config_t *pc, char *err,
+                           size_t errlen) {
+    if (d->http_pools == NULL) {
+        d->http_pools = calloc(d->cfg->n_pools, sizeof(swd_http_pool_t *));
+    }
+    swd_http_pool_opts_t ho = {
+        .loop = &d->loop,
+        .clock = &d->clock,
+        .agents = &d->agents,
+        .cfg = pc,
+        .max_body_bytes = d->cfg->limits.max_message_bytes,
+    };
+    swd_http_pool_t *hp = swd_http_pool_new(&ho, err, errlen);
+    if (hp == NULL) {
+        return 2;
+    }
+    d->http_pools[d->nhttp_pools++] = hp;
+    return 0;
 }
 
 static int start_pools(swd_daemon_t *d, char *err, size_t errlen) {
@@ -103,6 +132,12 @@ static int start_pools(swd_daemon_t *d, char *err, size_t errlen) {
     d->pools = calloc(cfg->n_pools ? cfg->n_pools : 1, sizeof(swd_process_pool_t *));
     for (size_t i = 0; i < cfg->n_pools; i++) {
         const swd_pool_config_t *pc = &cfg->pools[i];
+        if (pc->kind == SWD_POOL_HTTP) {
+            if (start_http_pool(d, pc, err, errlen) != 0) {
+                return 1;
+            }
+            continue;
+        }
         if (pc->kind != SWD_POOL_PROCESS) {
             continue; // remote agents connect by themselves
         }
@@ -132,11 +167,8 @@ static int start_pools(swd_daemon_t *d, char *err, size_t errlen) {
 
 int swd_daemon_check_pools(const swd_config_t *cfg, char *err, size_t errlen) {
     for (size_t i = 0; i < cfg->n_pools; i++) {
-        if (cfg->pools[i].kind == SWD_POOL_HTTP) {
-            snprintf(err, errlen,
-                     "pools[%zu] (%s): pools of kind http are not implemented yet; use a "
-                     "process or remote pool",
-                     i, cfg->pools[i].name);
+        if (cfg->pools[i].kind == SWD_POOL_HTTP &&
+            swd_http_pool_check(&cfg->pools[i], err, errlen) != 0) {
             return 2;
         }
     }

@@ -22,6 +22,7 @@
 #include "scheduler/scheduler.h"
 
 struct swd_process_pool;
+struct swd_http_pool;
 typedef struct swd_daemon swd_daemon_t;
 
 /// What `swarmd run` changes in the daemon's behaviour. Set after
@@ -61,20 +62,22 @@ typedef struct swd_daemon {
     int exit_code;
     struct swd_process_pool **pools; ///< owned: one per `process` pool of cfg->pools
     size_t npools;
+    struct swd_http_pool **http_pools; ///< owned: one per `http` pool of cfg->pools
+    size_t nhttp_pools;
     swd_daemon_hooks_t hooks;
 } swd_daemon_t;
 
 /// Builds the daemon from `cfg`, binds every listener and starts the
-/// process pools. On failure the reason is in `err` and everything is torn
-/// down: 1 for a bind (or spawn) failure, 2 for pools it cannot run (kind
-/// `http`, not built yet), refused before anything starts.
+/// process and http pools. On failure the reason is in `err` and everything
+/// is torn down: 1 for a bind (or spawn) failure, 2 for pools it cannot run
+/// (an http pool naming an unset `${VAR}`), refused before anything starts.
 int swd_daemon_start(swd_daemon_t *d, swd_config_t *cfg, char *err, size_t errlen);
 /// Runs the loop until the daemon stopped; returns the exit code.
 int swd_daemon_run(swd_daemon_t *d);
 /// Starts the graceful drain (what the first SIGTERM does).
 void swd_daemon_drain(swd_daemon_t *d);
 /// 0 when every pool of `cfg` can be started, else 2 with the reason in
-/// `err` (pools of kind `http` are a later issue).
+/// `err` (an http pool's `${VAR}` that the environment does not set).
 int swd_daemon_check_pools(const swd_config_t *cfg, char *err, size_t errlen);
 /// Writes the ready file (atomically, by rename): {"rpc","http","pid"}.
 int swd_daemon_write_ready_file(const swd_daemon_t *d, const char *path);

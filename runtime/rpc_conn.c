@@ -266,18 +266,22 @@ void swd_rpc_conn_send(swd_rpc_conn_t *c) {
         swd_encoder_reset(&c->scratch);
         return;
     }
-    if (swd_rpc_conn_pending_bytes(c) > c->opts.max_write_buffer_bytes) {
-        swd_log_warn("rpc", "peer stopped reading; cut off", "{s:s,s:I,s:I}", "peer", c->name,
-                     "pending_bytes", (json_int_t)swd_rpc_conn_pending_bytes(c), "limit",
-                     (json_int_t)c->opts.max_write_buffer_bytes);
+    size_t pending = swd_rpc_conn_pending_bytes(c);
+    if (pending > c->opts.max_write_buffer_bytes) {
+        // Close first: the warning below may itself be sent to this peer (a
+        // log subscriber), which must then find it closed.
         swd_rpc_conn_close(c, "write buffer limit");
+        swd_log_warn("rpc", "peer stopped reading; cut off", "{s:s,s:I,s:I}", "peer", c->name,
+                     "pending_bytes", (json_int_t)pending, "limit",
+                     (json_int_t)c->opts.max_write_buffer_bytes);
         return;
     }
     kick_write(c);
 }
 
 static void replied(swd_rpc_conn_t *c, uint64_t msgid, const char *code) {
-    if (c->opts.on_reply != NULL) {
+    // A closing connection's owner may already be gone; the reply is dropped.
+    if (!c->closing && c->opts.on_reply != NULL) {
         c->opts.on_reply(c, msgid, code, c->opts.data);
     }
 }

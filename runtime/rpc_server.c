@@ -313,13 +313,18 @@ static void hello(swd_rpc_conn_t *c, const swd_msg_t *m, swd_params_t *p, void *
         return;
     }
     if (s->token != NULL) {
-        char *t = token ? swd_xstrndup(token, tlen) : NULL;
+        // A NUL inside the token would cut the comparison short: refuse it.
+        bool clean = token != NULL && memchr(token, '\0', tlen) == NULL;
+        char *t = clean ? swd_xstrndup(token, tlen) : NULL;
         bool ok = swd_secret_eq(t, s->token);
         free(t);
         if (!ok) {
             // The connection stays usable for another hello (§2.1).
             x->client_ok = false;
-            swd_rpc_conn_reply_error(c, m->msgid, SWD_RPC_UNAUTHORIZED, "bad or missing token");
+            if (m->kind == SWD_MSG_REQUEST) {
+                swd_rpc_conn_reply_error(c, m->msgid, SWD_RPC_UNAUTHORIZED,
+                                         "bad or missing token");
+            }
             return;
         }
     }

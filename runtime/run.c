@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agents/http_agent.h"
 #include "agents/process_pool.h"
 #include "proto/alloc.h"
 #include "proto/buf.h"
@@ -247,13 +248,14 @@ static void check_types(run_t *r, swd_diag_t *d) {
         bool ok = swd_strmap_get(&seen, type, strlen(type)) != NULL;
         for (size_t i = 0; i < r->cfg.n_pools && !ok; i++) {
             const swd_pool_config_t *p = &r->cfg.pools[i];
-            ok = p->kind == SWD_POOL_PROCESS && p->min > 0 && pool_serves(p, type);
+            ok = ((p->kind == SWD_POOL_PROCESS && p->min > 0) || p->kind == SWD_POOL_HTTP) &&
+                 pool_serves(p, type);
         }
         if (!ok) {
             swd_diag_add(d, SWD_DIAG_ERROR,
                          "%s: tasks of type \"%s\" (%s, ...): no pool can run them; list the "
-                         "type in a process pool's capabilities (with min > 0) or add a remote "
-                         "pool",
+                         "type in a process pool's capabilities (with min > 0) or an http "
+                         "pool's, or add a remote pool",
                          r->w.path, type, r->w.tasks[t].key);
         }
         swd_strmap_put(&seen, type, strlen(type), r);
@@ -787,6 +789,23 @@ static json_t *report_agents(run_t *r) {
     return arr;
 }
 
+// An http pool's own counts: answers by kind, connections, quota waits.
+static json_t *report_http(const swd_http_pool_t *hp) {
+    swd_http_pool_stats_t st;
+    swd_http_pool_stats(hp, &st);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests",
+                     (json_int_t)st.requests, "succeeded", (json_int_t)st.succeeded,
+                     "rate_limited", (json_int_t)st.rate_limited, "unavailable",
+                     (json_int_t)st.unavailable, "server_errors", (json_int_t)st.server_errors,
+                     "client_errors", (json_int_t)st.client_errors, "timeouts",
+                     (json_int_t)st.timeouts, "transport_errors", (json_int_t)st.transport_errors,
+                     "bad_responses", (json_int_t)st.bad_responses, "too_large",
+                     (json_int_t)st.too_large, "cancelled", (json_int_t)st.cancelled,
+                     "connections", (json_int_t)st.connections, "usage_missing",
+                     (json_int_t)st.usage_missing, "quota_waits", (json_int_t)st.quota_waits,
+                     "quota_wait_ms", (json_int_t)st.quota_wait_ms);
+}
+
 static json_t *report_pool(run_t *r, const char *name, const char *kind) {
     uint64_t tasks = 0, ok = 0, fail = 0, retries = 0, tokens = 0, agents = 0, restarts = 0;
     lat_set_t ls = {0};
@@ -810,11 +829,17 @@ static json_t *report_pool(run_t *r, const char *name, const char *kind) {
     }
     json_t *lat = pct_json(ls.v, ls.n);
     free(ls.v);
-    return json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", name, "kind", kind,
-                     "agents", (json_int_t)agents, "restarts", (json_int_t)restarts, "tasks",
-                     (json_int_t)tasks, "succeeded", (json_int_t)ok, "failures", (json_int_t)fail,
-                     "retries", (json_int_t)retries, "tokens", (json_int_t)tokens, "latency_ms",
-                     lat);
+    json_t *pool = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", name, "kind",
+                             kind, "agents", (json_int_t)agents, "restarts", (json_int_t)restarts,
+                             "tasks", (json_int_t)tasks, "succeeded", (json_int_t)ok, "failures",
+                             (json_int_t)fail, "retries", (json_int_t)retries, "tokens",
+                             (json_int_t)tokens, "latency_ms", lat);
+    for (size_t i = 0; i < r->d->nhttp_pools; i++) {
+        if (strcmp(swd_http_pool_name(r->d->http_pools[i]), name) == 0) {
+            json_object_set_new(pool, "http", report_http(r->d->http_pools[i]));
+        }
+    }
+    return pool;
 }
 
 static json_t *report_pools(run_t *r) {

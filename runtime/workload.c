@@ -718,13 +718,6 @@ static void check_pools(wload_t *y, yaml_node_t *n) {
         size_t i = (size_t)(it - n->data.sequence.items.start);
         yaml_node_t *kind = map_get(y, pn, "kind");
         const char *ks = scalar(kind);
-        if (ks != NULL && strcmp(ks, "http") == 0) {
-            nerr(y, kind,
-                 "pools[%zu].kind: http pools are not implemented yet; use a process "
-                 "or remote pool",
-                 i);
-            continue;
-        }
         yaml_node_t *cmd = map_get(y, pn, "command");
         if ((ks != NULL && strcmp(ks, "process") != 0) || cmd == NULL ||
             cmd->type != YAML_SEQUENCE_NODE ||
@@ -1156,6 +1149,15 @@ void swd_workload_scale_pools(swd_config_t *cfg, double time_scale) {
         return;
     }
     for (size_t p = 0; p < cfg->n_pools; p++) {
+        swd_pool_config_t *pc = &cfg->pools[p];
+        if (pc->kind == SWD_POOL_HTTP) {
+            // A minute of quota is a duration too: rpm and tpm per scaled
+            // minute, so a quota test runs in seconds.
+            pc->http.timeout_ms = (int64_t)fmax(1.0, ceil((double)pc->http.timeout_ms * time_scale));
+            pc->http.rpm = (int64_t)fmin(1e8, ceil((double)pc->http.rpm / time_scale));
+            pc->http.tpm = (int64_t)fmin(1e12, ceil((double)pc->http.tpm / time_scale));
+            continue;
+        }
         swd_config_list_t *cmd = &cfg->pools[p].process.command;
         for (size_t i = 1; i < cmd->n; i++) {
             char *a = cmd->items[i];

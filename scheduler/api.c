@@ -14,6 +14,9 @@
 #define MAX_RETRIES_LIMIT 1000
 #define MAX_TYPE_BYTES 128
 #define MAX_KEY_BYTES 256
+// An `after` entry naming element K of the same batch, resolved to K's task
+// only once K exists (an earlier duplicate key creates no new task).
+#define BATCH_REF (UINT64_C(1) << 63)
 
 // ---- task specs ----
 
@@ -74,13 +77,12 @@ static int resolve_after(const swd_api_t *api, swd_params_t *p, spec_buf_t *b,
             continue;
         }
         bool found = false;
-        uint64_t seq = api->sched->next_seq;
         for (uint32_t j = 0; batch != NULL && j < batch->n && !found; j++) {
             const swd_task_spec_t *e = &batch->specs[j];
             found = e->key != NULL && e->key_len == o->via.str.size &&
                     memcmp(e->key, o->via.str.ptr, e->key_len) == 0;
             if (found) {
-                add_after(p, b, seq + j);
+                add_after(p, b, BATCH_REF | j);
             }
         }
         if (!found) {
@@ -198,7 +200,9 @@ static int parse_batch(const swd_api_t *api, swd_rpc_conn_t *c, uint64_t msgid,
         batch_keys_t earlier = {specs, i};
         if (swd_params_open_map(&ep, &arr->ptr[i]) < 0 ||
             parse_spec(api, &ep, &bufs[i], &earlier, &code) < 0) {
-            reply_batch_error(c, msgid, code, i, ep.error);
+            // §2.1: whatever the element's fault, an unknown `after` too.
+            (void)code;
+            reply_batch_error(c, msgid, SWD_RPC_INVALID_PARAMS, i, ep.error);
             for (uint32_t j = 0; j <= i; j++) {
                 spec_buf_free(&bufs[j]);
             }
@@ -241,18 +245,31 @@ static void task_submit_batch(swd_rpc_conn_t *c, const swd_msg_t *m, swd_params_
         free(bufs);
         return;
     }
+    // Create everything before the reply starts: each submit publishes
+    // events, which a subscribed caller receives on this same connection.
+    swd_task_t **created = swd_xcalloc(arr->size ? arr->size : 1, sizeof(*created));
+    for (uint32_t i = 0; i < arr->size; i++) {
+        for (uint32_t k = 0; k < bufs[i].spec.nafter; k++) {
+            if (bufs[i].after[k] & BATCH_REF) {
+                swd_task_t *dep = created[bufs[i].after[k] & ~BATCH_REF];
+                bufs[i].after[k] = dep != NULL ? dep->seq : 0;
+            }
+        }
+        swd_submit_result_t r = swd_sched_submit(api->sched, &bufs[i].spec, &created[i]);
+        if (r != SWD_SUBMIT_OK && r != SWD_SUBMIT_DUPLICATE) {
+            created[i] = NULL; // room and types were checked above
+        }
+        spec_buf_free(&bufs[i]);
+    }
+    free(bufs);
     msgpack_packer *pk = swd_rpc_conn_reply_begin(c, m->msgid);
     msgpack_pack_map(pk, 1);
     swd_pack_str(pk, "task_ids");
     msgpack_pack_array(pk, arr->size);
     for (uint32_t i = 0; i < arr->size; i++) {
-        swd_task_t *t = NULL;
-        swd_submit_result_t r = swd_sched_submit(api->sched, &bufs[i].spec, &t);
-        // Room and types were checked above; a duplicate key names its task.
-        swd_pack_str_or_nil(pk, r == SWD_SUBMIT_OK || r == SWD_SUBMIT_DUPLICATE ? t->id : NULL);
-        spec_buf_free(&bufs[i]);
+        swd_pack_str_or_nil(pk, created[i] != NULL ? created[i]->id : NULL);
     }
-    free(bufs);
+    free(created);
     swd_rpc_conn_send(c);
 }
 

@@ -124,6 +124,7 @@ void swd_sched_close(swd_sched_t *s) {
     swd_strmap_close(&s->keys);
     swd_heap_close(&s->ready);
     free(s->queues);
+    free(s->release);
 }
 
 // ---- events ----
@@ -376,8 +377,14 @@ static int64_t backoff_ms(swd_sched_t *s, uint32_t attempts) {
 
 // The attempt failed: try again after a backoff, or fail the task.
 static void retry_or_fail(swd_sched_t *s, swd_task_t *t, bool retryable, int64_t retry_after_ms) {
-    if (!retryable || t->attempts > t->max_retries || s->draining) {
+    if (!retryable || t->attempts > t->max_retries) {
         finish(s, t, SWD_TASK_FAILED);
+        return;
+    }
+    if (s->draining) {
+        // No new attempts during the drain: the task waits, and is logged as
+        // abandoned at exit rather than failed for something it can retry.
+        transition(s, t, SWD_TASK_QUEUED, false);
         return;
     }
     s->stats.retries++;
@@ -555,7 +562,7 @@ static void add_dependent(swd_sched_t *s, uint64_t on, swd_task_t *t) {
 }
 
 // `t` reached a terminal state: its dependents go on or fail with it.
-static void release_dependents(swd_sched_t *s, swd_task_t *t) {
+static void release_one(swd_sched_t *s, swd_task_t *t) {
     deps_t *d = swd_u64map_del(&s->dependents, t->seq);
     if (d == NULL) {
         return;
@@ -578,6 +585,24 @@ static void release_dependents(swd_sched_t *s, swd_task_t *t) {
     }
     free(d->tasks);
     free(d);
+}
+
+// Failing a dependent finishes it, which releases its own dependents: a
+// work list instead of recursion keeps a long chain off the stack.
+static void release_dependents(swd_sched_t *s, swd_task_t *t) {
+    if (s->nrelease == s->release_cap) {
+        s->release_cap = s->release_cap ? s->release_cap * 2 : 16;
+        s->release = swd_xrealloc(s->release, s->release_cap * sizeof(*s->release));
+    }
+    s->release[s->nrelease++] = t;
+    if (s->releasing) {
+        return;
+    }
+    s->releasing = true;
+    while (s->nrelease > 0) {
+        release_one(s, s->release[--s->nrelease]);
+    }
+    s->releasing = false;
 }
 
 // ---- submit, find, cancel ----

@@ -80,6 +80,9 @@ typedef struct swd_sched {
     swd_heap_t ready; ///< type queues with tasks and a possible agent
     swd_timer_t dispatch_timer;
     bool in_pass;
+    swd_task_t **release; ///< tasks whose dependents are being released
+    size_t nrelease, release_cap;
+    bool releasing;
     bool draining; ///< shutting down: no submits, no new dispatches
     void (*drained_cb)(void *data);
     void *drained_data;

@@ -485,7 +485,8 @@ def batch_all_or_none():
             c.call("task.submit_batch", {"tasks": [good, {"type": "echo", "after": ["t-999999"]}]})
             check(False, "unknown dependency accepted")
         except RpcError as e:
-            eq(e.code, "not_found", "unknown after")
+            # §2.1: in a batch, whatever the element's fault, invalid_params.
+            eq(e.code, "invalid_params", "unknown after")
             eq((e.data or {}).get("index"), 1, "data.index of the unknown dependency")
         eq(len(c.list_all()[0]), 0, "still no task")
         r = c.call("task.submit_batch", {"tasks": [good, good]})

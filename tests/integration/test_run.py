@@ -436,14 +436,14 @@ budget:
 tasks:
   - type: work
 """, 6, "budget: token budgets are not implemented"),
-    "http_pool": ("""\
+    "http_pool_bad_endpoint": ("""\
 pools:
   - name: llm
     kind: http
-    endpoint: http://127.0.0.1:9/v1/chat/completions
+    endpoint: ftp://127.0.0.1:9/v1/chat/completions
 tasks:
   - type: work
-""", 3, "http pools are not implemented"),
+""", 4, "endpoint: expected an http:// or https:// URL"),
     "no_pool_for_type": ("""\
 pools:
   - name: w

@@ -222,6 +222,15 @@ def hello_notification_gets_no_reply():
               "a notification was answered: response %r" % (c.responses.get(0),))
 
 
+@test
+def hello_token_with_nul_is_refused():
+    # hello() compares swd_xstrndup(token, tlen), which stops at a NUL: any
+    # string that starts with the token and a NUL passes.
+    with Daemon(env={"SWARMD_TOKEN": "s3cret"}) as d:
+        c = d.client()
+        c.expect_error("unauthorized", "swarm.hello", {"token": "s3cret\x00garbage"})
+
+
 # ---------------------------------------------------------------------------
 # scheduler.c: a failing dependency chain is released by recursion
 
@@ -246,6 +255,50 @@ def long_dependency_chain_cancelled():
         except ConnectionClosed:
             pass
         alive(d, "after cancelling the head of a %d-task chain" % n)
+
+
+# ---------------------------------------------------------------------------
+# api.c: a batch element's unknown `after` is not_found, §2.1 says invalid_params
+
+
+@test
+def batch_unknown_after_is_invalid_params():
+    # §2.1: "a bad element is invalid_params with data: {index: K} ...
+    # (whatever the element's fault, an unknown after too)". test_core's
+    # batch_all_or_none asserts not_found, against the contract.
+    with Daemon() as d:
+        c = d.client()
+        e = c.expect_error("invalid_params", "task.submit_batch",
+                           {"tasks": [{"type": "x"}, {"type": "x", "after": ["t-999999"]}]})
+        eq((e.data or {}).get("index"), 1, "data.index")
+
+
+# ---------------------------------------------------------------------------
+# scheduler.c: during the drain a lost attempt fails the task outright
+
+
+@test
+def drain_agent_loss_keeps_task_retryable():
+    # retry_or_fail() fails the task when s->draining, though it has retries
+    # left: an acknowledged task ends `failed` (agent_lost) instead of being
+    # left queued and logged as abandoned at exit (§2.1 Shutdown).
+    with Daemon(env={"SWARMD_SCHEDULER_SHUTDOWN_GRACE_MS": "5000"}, check_exit=False) as d:
+        fa = d.client()
+        fa.call("agent.register", {"name": "fake", "capabilities": ["x"]})
+        fb = d.client()  # keeps a second task running, so the drain goes on
+        fb.call("agent.register", {"name": "other", "capabilities": ["y"]})
+        c = d.client()
+        tid = c.submit("x", max_retries=3)["task_id"]
+        c.submit("y")
+        fa.next_request(10, method="task.run")
+        fb.next_request(10, method="task.run")
+        d.signal(15)
+        wait_until(lambda: d.http_get("/readyz")[0] == 503, 5, 0.05, "draining")
+        fa.close()  # the agent goes away during the drain
+        t = wait_until(lambda: (lambda x: x if x["state"] != "running" else None)(c.get(tid)),
+                       5, 0.05, "attempt ended")
+        eq((t["state"], (t.get("error") or {}).get("code")), ("queued", "agent_lost"),
+           "task with 3 retries left after its agent was lost during the drain")
 
 
 if __name__ == "__main__":
