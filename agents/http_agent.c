@@ -49,7 +49,9 @@ struct swd_http_pool {
     char *url;                  // expanded: never logged
     char *model;                // expanded, or NULL
     struct curl_slist *headers; // expanded: never logged
-    CURL **idle;                // easy handles kept for reuse
+    char **secrets;             // header values and the variables in them, to scrub
+    size_t nsecrets;
+    CURL **idle; // easy handles kept for reuse
     uint32_t nidle, idle_cap;
     http_call_t *calls;
     bool https;
@@ -88,10 +90,27 @@ struct http_call {
 // ---------------------------------------------------------------------------
 // ${VAR} and ${VAR:-default}
 
-// Expands `in` into `*out` (owned by the caller). SWD_ECONFIG when a
+// Strings never to show: header values and the environment values in them.
+typedef struct secrets {
+    char **v;
+    size_t n;
+} secrets_t;
+
+// Shorter strings are not scrubbed: they would match ordinary words.
+#define SECRET_MIN 8
+
+static void secret_add(secrets_t *sv, const char *v, size_t len) {
+    if (sv != NULL && len >= SECRET_MIN) {
+        sv->v = swd_xrealloc(sv->v, (sv->n + 1) * sizeof(char *));
+        sv->v[sv->n++] = swd_xstrndup(v, len);
+    }
+}
+
+// Expands `in` into `*out` (owned by the caller); each value taken from the
+// environment is also added to `sv` (may be NULL). SWD_ECONFIG when a
 // variable without a default is unset (its name in `bad`) or a `${` is not
 // closed; `*out` is then NULL.
-static int expand_env(const char *in, char **out, char *bad, size_t badcap) {
+static int expand_env(const char *in, char **out, char *bad, size_t badcap, secrets_t *sv) {
     swd_buf_t b;
     swd_buf_init(&b);
     *out = NULL;
@@ -120,6 +139,7 @@ static int expand_env(const char *in, char **out, char *bad, size_t badcap) {
             swd_buf_append(&b, v, (size_t)(end - v));
         } else if (v != NULL) {
             swd_buf_append(&b, v, strlen(v));
+            secret_add(sv, v, strlen(v));
         } else {
             snprintf(bad, badcap, "environment variable %s is not set", var);
             swd_buf_close(&b);
@@ -151,19 +171,19 @@ int swd_http_pool_check(const swd_pool_config_t *cfg, char *err, size_t errlen) 
         snprintf(err, errlen, "pool %s: endpoint: required for http pools", cfg->name);
         return SWD_ECONFIG;
     }
-    if (expand_env(cfg->http.endpoint, &x, bad, sizeof(bad)) != 0) {
+    if (expand_env(cfg->http.endpoint, &x, bad, sizeof(bad), NULL) != 0) {
         snprintf(err, errlen, "pool %s: endpoint: %s", cfg->name, bad);
         return SWD_ECONFIG;
     }
     free(x);
     x = NULL;
-    if (cfg->http.model != NULL && expand_env(cfg->http.model, &x, bad, sizeof(bad)) != 0) {
+    if (cfg->http.model != NULL && expand_env(cfg->http.model, &x, bad, sizeof(bad), NULL) != 0) {
         snprintf(err, errlen, "pool %s: model: %s", cfg->name, bad);
         return SWD_ECONFIG;
     }
     free(x);
     for (size_t i = 0; i < cfg->http.headers.n; i++) {
-        if (expand_env(cfg->http.headers.values[i], &x, bad, sizeof(bad)) != 0) {
+        if (expand_env(cfg->http.headers.values[i], &x, bad, sizeof(bad), NULL) != 0) {
             snprintf(err, errlen, "pool %s: headers.%s: %s", cfg->name, cfg->http.headers.keys[i],
                      bad);
             return SWD_ECONFIG;
@@ -624,12 +644,26 @@ static bool transport_error(CURLcode r) {
     }
 }
 
+// A server may echo a key it refused in its error message: every header
+// value (and environment value in one) in `msg` becomes "***".
+static void scrub_secrets(const swd_http_pool_t *hp, char *msg) {
+    for (size_t i = 0; i < hp->nsecrets; i++) {
+        const char *v = hp->secrets[i];
+        size_t vl = strlen(v);
+        for (char *p = strstr(msg, v); p != NULL; p = strstr(p + 3, v)) {
+            p[0] = p[1] = p[2] = '*';
+            memmove(p + 3, p + vl, strlen(p + vl) + 1);
+        }
+    }
+}
+
 // An answer with a status outside 2xx into the outcome.
 static void status_outcome(swd_http_pool_t *hp, http_call_t *c, long status, swd_outcome_t *o,
                            char *msg, size_t cap) {
     char text[MESSAGE_MAX];
     server_message(&c->resp, text, sizeof(text));
     snprintf(msg, cap, "HTTP %ld%s%s", status, text[0] ? ": " : "", text);
+    scrub_secrets(hp, msg);
     o->message = msg;
     if (status == 429 || status == 503) {
         int64_t wall = swd_clock_wall(hp->o.clock);
@@ -733,7 +767,9 @@ static void on_done(CURL *easy, CURLcode result, void *data) {
     }
     if (usage_found) {
         correct_tokens(hp, c, o.tokens_used);
-    } else if (o.ok && hp->cfg->http.format == SWD_HTTP_FORMAT_OPENAI) {
+    } else if (!o.ok) {
+        bucket_give(&hp->tpm, (double)c->charged); // no answer, no tokens spent
+    } else if (hp->cfg->http.format == SWD_HTTP_FORMAT_OPENAI) {
         hp->stats.usage_missing++;
         if (!hp->warned_usage) {
             hp->warned_usage = true;
@@ -906,7 +942,10 @@ static const swd_transport_ops_t http_ops = {
 static void stop_calls(swd_http_pool_t *hp) {
     while (hp->calls != NULL) {
         http_call_t *c = hp->calls;
-        call_unlink(hp, c);
+        hp->calls = c->next;
+        if (hp->calls != NULL) {
+            hp->calls->prev = NULL;
+        }
         if (c->easy != NULL) {
             if (hp->curl != NULL) {
                 swd_curl_loop_remove(hp->curl, c->easy);
@@ -950,14 +989,21 @@ static bool has_header(const swd_pool_config_t *cfg, const char *name) {
 
 // The expanded header list. Values are secrets: each line is wiped as soon
 // as curl has its copy.
-static struct curl_slist *build_headers(const swd_pool_config_t *cfg) {
+// A whole header value is scrubbed before the variable inside it.
+static int longer_first(const void *a, const void *b) {
+    size_t la = strlen(*(char *const *)a), lb = strlen(*(char *const *)b);
+    return la < lb ? 1 : (la > lb ? -1 : 0);
+}
+
+static struct curl_slist *build_headers(const swd_pool_config_t *cfg, secrets_t *sv) {
     struct curl_slist *h = NULL;
     char bad[300];
     for (size_t i = 0; i < cfg->http.headers.n; i++) {
         char *v;
-        if (expand_env(cfg->http.headers.values[i], &v, bad, sizeof(bad)) != 0) {
+        if (expand_env(cfg->http.headers.values[i], &v, bad, sizeof(bad), sv) != 0) {
             continue; // swd_http_pool_check() refused it already
         }
+        secret_add(sv, v, strlen(v));
         // "Name;" sends a header with an empty value ("Name:" would drop it).
         char *line = swd_xasprintf(*v ? "%s: %s" : "%s;%s", cfg->http.headers.keys[i], v);
         h = curl_slist_append(h, line);
@@ -997,12 +1043,18 @@ swd_http_pool_t *swd_http_pool_new(const swd_http_pool_opts_t *o, char *err, siz
     hp->cfg = cfg;
     hp->refs = 2;
     char bad[300];
-    expand_env(cfg->http.endpoint, &hp->url, bad, sizeof(bad));
+    expand_env(cfg->http.endpoint, &hp->url, bad, sizeof(bad), NULL);
     if (cfg->http.model != NULL) {
-        expand_env(cfg->http.model, &hp->model, bad, sizeof(bad));
+        expand_env(cfg->http.model, &hp->model, bad, sizeof(bad), NULL);
     }
     hp->https = strncmp(hp->url, "https://", 8) == 0;
-    hp->headers = build_headers(cfg);
+    secrets_t sv = {0};
+    hp->headers = build_headers(cfg, &sv);
+    if (sv.n > 1) {
+        qsort(sv.v, sv.n, sizeof(char *), longer_first);
+    }
+    hp->secrets = sv.v;
+    hp->nsecrets = sv.n;
     hp->curl = swd_curl_loop_new(o->loop, o->clock, on_done, hp);
     int64_t now = swd_clock_now(o->clock);
     bucket_init(&hp->rpm, cfg->http.rpm, now);
@@ -1064,6 +1116,12 @@ void swd_http_pool_free(swd_http_pool_t *hp) {
     hp->curl = NULL;
     free_headers(hp->headers);
     hp->headers = NULL;
+    for (size_t i = 0; i < hp->nsecrets; i++) {
+        free_secret(hp->secrets[i]);
+    }
+    free(hp->secrets);
+    hp->secrets = NULL;
+    hp->nsecrets = 0;
     free_secret(hp->url);
     hp->url = NULL;
     free(hp->model);

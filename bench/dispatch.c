@@ -239,7 +239,10 @@ int main(int argc, char **argv) {
     }
     swd_log_setup(SWD_LOG_ERROR, 0, NULL, 0);
     int n = ntasks * nagents;
-    inst_t **xs = calloc((size_t)n, sizeof(*xs));
+    inst_t **xs = calloc((size_t)n, sizeof(inst_t *));
+    if (xs == NULL) {
+        abort();
+    }
     for (int i = 0; i < ntasks; i++) {
         for (int j = 0; j < nagents; j++) {
             xs[i * nagents + j] = inst_new(tasks[i], agents[j]);

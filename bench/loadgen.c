@@ -47,8 +47,8 @@
 #include <hiredis/hiredis.h>
 #include <msgpack.h>
 
-#define RING 8192u          // in-flight requests tracked per client connection
-#define POP_OUTSTANDING 64  // BRPOPs kept queued on a Redis pop connection (rate mode)
+#define RING 8192u         // in-flight requests tracked per client connection
+#define POP_OUTSTANDING 64 // BRPOPs kept queued on a Redis pop connection (rate mode)
 #define MAX_BATCH 4096
 #define WAIT_TIMEOUT_MS 60000
 
@@ -99,6 +99,14 @@ static void die(const char *fmt, ...) {
     fprintf(stderr, "\n");
     va_end(ap);
     exit(1);
+}
+
+static void *xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size);
+    if (p == NULL) {
+        die("out of memory");
+    }
+    return p;
 }
 
 static void *xrealloc(void *p, size_t n) {
@@ -164,11 +172,11 @@ typedef struct conn {
     redisReader *rr; // redis
     // client state
     uint64_t next_msgid;
-    pend_t *ring;    // swarmd: by msgid; redis: t0 by task seq
-    uint64_t seq;    // redis: next task number
-    uint32_t waiting; // answers still expected for the current task or batch
-    int phase;       // redis closed loop: 0 pushing, 1 popping
-    int64_t t0;      // start of the current task or batch
+    pend_t *ring;            // swarmd: by msgid; redis: t0 by task seq
+    uint64_t seq;            // redis: next task number
+    uint32_t waiting;        // answers still expected for the current task or batch
+    int phase;               // redis closed loop: 0 pushing, 1 popping
+    int64_t t0;              // start of the current task or batch
     uint64_t sent, finished; // rate mode
     double per_ns;           // rate mode: tasks per nanosecond for this client
     struct conn *pop;        // redis rate mode: this producer's pop connection
@@ -196,7 +204,7 @@ static void mark_dirty(conn_t *c) {
     worker_t *w = c->w;
     if (w->ndirty == w->capdirty) {
         w->capdirty = w->capdirty ? w->capdirty * 2 : 64;
-        w->dirty = xrealloc(w->dirty, (size_t)w->capdirty * sizeof(*w->dirty));
+        w->dirty = xrealloc(w->dirty, (size_t)w->capdirty * sizeof(conn_t *));
     }
     w->dirty[w->ndirty++] = c;
     c->dirty = true;
@@ -242,10 +250,7 @@ static void set_nonblock(int fd) {
 }
 
 static conn_t *conn_new(int role, int id) {
-    conn_t *c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        die("out of memory");
-    }
+    conn_t *c = xcalloc(1, sizeof(*c));
     c->fd = connect_tcp();
     c->role = role;
     c->id = id;
@@ -260,7 +265,7 @@ static conn_t *conn_new(int role, int id) {
         c->rr = redisReaderCreate();
     }
     if (role == ROLE_CLIENT) {
-        c->ring = calloc(RING, sizeof(*c->ring));
+        c->ring = xcalloc(RING, sizeof(*c->ring));
         c->rkey_len = (size_t)snprintf(c->rkey, sizeof(c->rkey), "r:%s:%d", G.runid, id);
     }
     return c;
@@ -644,8 +649,8 @@ static void conn_read(conn_t *c) {
             !msgpack_unpacker_reserve_buffer(&c->up, 65536)) {
             die("unpacker buffer");
         }
-        ssize_t n = read(c->fd, msgpack_unpacker_buffer(&c->up),
-                         msgpack_unpacker_buffer_capacity(&c->up));
+        ssize_t n =
+            read(c->fd, msgpack_unpacker_buffer(&c->up), msgpack_unpacker_buffer_capacity(&c->up));
         if (n <= 0) {
             if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
                 return;
@@ -766,8 +771,8 @@ static double cpu_s(int pid) {
     buf[n] = '\0';
     const char *p = strrchr(buf, ')'); // the command name may hold spaces
     unsigned long ut = 0, st = 0;
-    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
-                            &st) != 2) {
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) {
         return -1;
     }
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
@@ -776,8 +781,8 @@ static double cpu_s(int pid) {
 static double self_cpu_s(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 static void sleep_until(int64_t t) {
@@ -827,8 +832,8 @@ static const msgpack_object *sw_read_response(conn_t *c) {
         if (msgpack_unpacker_buffer_capacity(&c->up) < 16384) {
             msgpack_unpacker_reserve_buffer(&c->up, 65536);
         }
-        ssize_t n = read(c->fd, msgpack_unpacker_buffer(&c->up),
-                         msgpack_unpacker_buffer_capacity(&c->up));
+        ssize_t n =
+            read(c->fd, msgpack_unpacker_buffer(&c->up), msgpack_unpacker_buffer_capacity(&c->up));
         if (n <= 0) {
             die("swarmd closed the connection during set-up");
         }
@@ -862,7 +867,7 @@ static void sw_expect_ok(conn_t *c, const char *what) {
 
 // Connects and registers `n` agents (all requests first, then the answers).
 static conn_t **register_agents(int n) {
-    conn_t **a = calloc((size_t)n + 1, sizeof(*a));
+    conn_t **a = xcalloc((size_t)n + 1, sizeof(conn_t *));
     for (int i = 0; i < n; i++) {
         a[i] = conn_new(ROLE_AGENT, i);
         sw_register(a[i], i);
@@ -917,8 +922,8 @@ static void mem_tasks(void) {
         }
         usleep(100000);
         long rss = rss_kb(G.server_pid);
-        printf("%s{\"tasks\":%ld,\"rss_kb\":%ld,\"bytes_per_task\":%.1f}", k ? "," : "",
-               submitted, rss, (double)(rss - before) * 1024.0 / (double)submitted);
+        printf("%s{\"tasks\":%ld,\"rss_kb\":%ld,\"bytes_per_task\":%.1f}", k ? "," : "", submitted,
+               rss, (double)(rss - before) * 1024.0 / (double)submitted);
     }
     printf("]}\n");
     conn_free(c);
@@ -952,7 +957,7 @@ static void redis_flush(void) {
 }
 
 static void add_conn(worker_t *w, conn_t *c) {
-    w->conns = xrealloc(w->conns, (size_t)(w->nconns + 1) * sizeof(*w->conns));
+    w->conns = xrealloc(w->conns, (size_t)(w->nconns + 1) * sizeof(conn_t *));
     w->conns[w->nconns++] = c;
     c->w = w;
     set_nonblock(c->fd);
@@ -965,7 +970,7 @@ static void run_load(void) {
         redis_flush();
     }
     int T = G.threads;
-    worker_t *ws = calloc((size_t)T, sizeof(*ws));
+    worker_t *ws = xcalloc((size_t)T, sizeof(*ws));
     for (int i = 0; i < T; i++) {
         ws[i].ep = epoll_create1(0);
     }

@@ -4,7 +4,8 @@
 // libuv wrapping here, in runtime/).
 //
 //   curl ──socket cb──▶ one uv_poll_t per socket, started for IN and/or OUT
-//        ──timer cb───▶ one swd_timer_t (the clock's, so no uv handle)
+//        ──timer cb───▶ one swd_timer_t (the clock's), or for "at once" a
+//                       uv_idle_t (the next idle phase, then a non-blocking poll)
 //   poll event / timer ─▶ curl_multi_socket_action ─▶ curl_multi_info_read
 //                                                   ─▶ done(easy, result)
 //

@@ -241,6 +241,23 @@ def secret_header_expanded_and_never_shown():
 
 
 @test
+def secret_echoed_by_the_server_is_scrubbed():
+    secret = "sk-echo-%d-DO-NOT-LEAK" % os.getpid()
+    extra = 'headers:\n  Authorization: "Bearer ${SWD_TEST_LLM_KEY}"\n'
+    with Mock("--always-400", "Incorrect API key provided: {auth}") as m, \
+            Daemon(config=pool_config(m.url, extra=extra),
+                   env={"SWD_TEST_LLM_KEY": secret}) as d:
+        c = d.client()
+        task = c.wait(c.submit("chat", "hi")["task_id"])
+        eq(task["state"], "failed", "state")
+        msg = task["error"]["message"]
+        check(secret not in msg, "the echoed key is in the task's error: %r" % msg)
+        check("Incorrect API key provided: ***" in msg, "scrubbed message: %r" % msg)
+        status, _, body = d.http_get("/logs?n=10000")
+        check(secret.encode() not in body, "the echoed key is in /logs")
+
+
+@test
 def unset_variable_refused_at_start():
     cfg = pool_config("http://127.0.0.1:9/v1/chat/completions",
                       extra='headers:\n  Authorization: "Bearer ${SWD_TEST_UNSET_VAR}"\n')
