@@ -40,6 +40,7 @@ static void run_due(swd_clock_t *c) {
 }
 
 static void on_uv_timer(uv_timer_t *h);
+static void on_uv_idle(uv_idle_t *h);
 
 static void rearm(swd_clock_t *c) {
     if (c->is_virtual || c->closing) {
@@ -51,11 +52,27 @@ static void rearm(swd_clock_t *c) {
         return;
     }
     int64_t wait = due - swd_clock_now(c);
-    uv_timer_start(&c->uv_timer, on_uv_timer, (uint64_t)(wait > 0 ? wait : 0), 0);
+    if (wait <= 0) {
+        // Due now: libuv 1.44 would fire a 0 ms timer restarted from a timer
+        // callback again in the same pass, before any I/O is polled. An idle
+        // handle runs on the next loop turn, after the poll (which it makes
+        // non-blocking), which is what "on the next turn" promises.
+        uv_timer_stop(&c->uv_timer);
+        uv_idle_start(&c->uv_idle, on_uv_idle);
+        return;
+    }
+    uv_timer_start(&c->uv_timer, on_uv_timer, (uint64_t)wait, 0);
 }
 
 static void on_uv_timer(uv_timer_t *h) {
     swd_clock_t *c = h->data;
+    run_due(c);
+    rearm(c);
+}
+
+static void on_uv_idle(uv_idle_t *h) {
+    swd_clock_t *c = h->data;
+    uv_idle_stop(h);
     run_due(c);
     rearm(c);
 }
@@ -71,6 +88,10 @@ int swd_clock_init_real(swd_clock_t *c, uv_loop_t *loop) {
     c->wall_delta = realtime_ms() - (int64_t)uv_now(loop);
     int r = uv_timer_init(loop, &c->uv_timer);
     c->uv_timer.data = c;
+    if (r == 0) {
+        r = uv_idle_init(loop, &c->uv_idle);
+        c->uv_idle.data = c;
+    }
     return r;
 }
 
@@ -91,6 +112,7 @@ void swd_clock_close(swd_clock_t *c) {
     c->closing = true;
     if (!c->is_virtual && !uv_is_closing((uv_handle_t *)&c->uv_timer)) {
         uv_close((uv_handle_t *)&c->uv_timer, NULL);
+        uv_close((uv_handle_t *)&c->uv_idle, NULL);
     }
 }
 
@@ -153,7 +175,7 @@ void swd_timer_start(swd_timer_t *t, int64_t timeout_ms) {
     t->seq = c->next_seq++;
     swd_heap_push(&c->timers, &t->node);
     if (!c->is_virtual && swd_heap_top(&c->timers) == &t->node) {
-        uv_timer_start(&c->uv_timer, on_uv_timer, (uint64_t)(t->due_ms - swd_clock_now(c)), 0);
+        rearm(c);
     }
 }
 

@@ -37,6 +37,7 @@ struct swd_clock {
     int64_t wall_delta; ///< wall time = monotonic time + wall_delta
     uv_loop_t *loop;    ///< real clock only
     uv_timer_t uv_timer;
+    uv_idle_t uv_idle; ///< runs timers that are due now on the next loop turn
     bool closing;
 };
 
