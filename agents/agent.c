@@ -24,7 +24,7 @@ const char *swd_agent_state_name(swd_agent_state_t s) {
     return (unsigned)s < SWD_AGENT_STATE_COUNT ? state_names[s] : "?";
 }
 
-#define SLOT_OF(n) ((swd_agent_slot_t *)((char *)(n) - offsetof(swd_agent_slot_t, node)))
+#define SLOT_OF(n) ((swd_agent_slot_t *)((char *)(n)-offsetof(swd_agent_slot_t, node)))
 
 // Higher health first; ties go to fewer tasks in flight, then the older agent.
 static bool slot_before(const swd_heap_node_t *x, const swd_heap_node_t *y) {
@@ -121,9 +121,8 @@ double swd_agent_health(const swd_agent_t *a, int type, double parts[4]) {
         latency = clamp01(1.0 - ((double)a->win_latency_sum / a->win_len) / target);
     }
     // A dead agent has no capacity left: its load part is 0, not "all free".
-    double load = a->max_concurrency && !a->dead
-                      ? 1.0 - (double)a->inflight / a->max_concurrency
-                      : 0.0;
+    double load =
+        a->max_concurrency && !a->dead ? 1.0 - (double)a->inflight / a->max_concurrency : 0.0;
     double affinity = s != NULL && s->samples > 0 ? s->ok_ewma : NEUTRAL;
     parts[0] = W_SUCCESS * success;
     parts[1] = W_LATENCY * latency;
@@ -426,16 +425,17 @@ void swd_agent_finished(swd_agent_t *a, uint32_t type, bool ok, int64_t latency_
         }
         window_push(a, ok, latency_ms);
         double alpha = 2.0 / (a->reg->cfg.window + 1.0);
-        a->latency_ewma_ms = a->completed + a->failed == 1
-                                 ? (double)latency_ms
-                                 : a->latency_ewma_ms + alpha * ((double)latency_ms - a->latency_ewma_ms);
+        a->latency_ewma_ms =
+            a->completed + a->failed == 1
+                ? (double)latency_ms
+                : a->latency_ewma_ms + alpha * ((double)latency_ms - a->latency_ewma_ms);
         swd_agent_slot_t *s = (swd_agent_slot_t *)slot_for(a, (int)type);
         if (s != NULL) {
             s->ok_ewma = s->samples ? s->ok_ewma + alpha * ((ok ? 1.0 : 0.0) - s->ok_ewma)
                                     : (ok ? 1.0 : 0.0);
-            s->latency_ewma_ms = s->samples ? s->latency_ewma_ms +
-                                                  alpha * ((double)latency_ms - s->latency_ewma_ms)
-                                            : (double)latency_ms;
+            s->latency_ewma_ms =
+                s->samples ? s->latency_ewma_ms + alpha * ((double)latency_ms - s->latency_ewma_ms)
+                           : (double)latency_ms;
             s->samples++;
         }
     }

@@ -137,17 +137,17 @@ struct swd_agent {
     int64_t registered_ms, last_seen_ms, dead_ms;
     swd_timer_t cooldown_timer;
     swd_timer_t retention_timer;
-    void *sched; ///< the scheduler's: its list of this agent's running attempts
+    void *sched;   ///< the scheduler's: its list of this agent's running attempts
     char *metrics; ///< msgpack bytes of the last heartbeat's metrics map
     size_t metrics_len;
     swd_agent_t *prev, *next; ///< registration order
 };
 
 typedef struct swd_agents_config {
-    uint32_t window;            ///< health.window
-    int64_t target_latency_ms;  ///< health.target_latency_ms
-    int64_t dead_retention_ms;  ///< agents.dead_retention_s × 1000
-    uint32_t max_types;         ///< distinct task types tracked
+    uint32_t window;           ///< health.window
+    int64_t target_latency_ms; ///< health.target_latency_ms
+    int64_t dead_retention_ms; ///< agents.dead_retention_s × 1000
+    uint32_t max_types;        ///< distinct task types tracked
 } swd_agents_config_t;
 
 typedef struct swd_agents_cbs {
@@ -183,7 +183,7 @@ struct swd_agents {
 /// What a transport knows of a new agent.
 typedef struct swd_agent_spec {
     const char *name;
-    const char *pool; ///< NULL: "default"
+    const char *pool;        ///< NULL: "default"
     const char *const *caps; ///< NULL: {"*"}
     uint32_t ncaps;
     uint32_t max_concurrency;

@@ -22,7 +22,7 @@ typedef struct link {
     swd_rpc_conn_t *conn; // NULL once the connection closed
     swd_close_hook_t *hook;
     swd_timer_t lease;
-    swd_timer_t leave;    // finishes agent.deregister outside the agent's update
+    swd_timer_t leave; // finishes agent.deregister outside the agent's update
     bool leaving;
     uint64_t leave_msgid;
 } link_t;

@@ -91,8 +91,7 @@ static void sim_run(swd_agent_t *a, const swd_run_t *run) {
     snprintf(c->task_id, sizeof(c->task_id), "%s", run->task_id);
     snprintf(c->type, sizeof(c->type), "%s", run->type);
     l->inflight++;
-    swd_sim_plan(&l->sim, swd_clock_now(l->clock), l->inflight, run->estimated_tokens,
-                 &c->outcome);
+    swd_sim_plan(&l->sim, swd_clock_now(l->clock), l->inflight, run->estimated_tokens, &c->outcome);
     c->next = l->calls;
     if (l->calls) {
         l->calls->prev = c;

@@ -12,7 +12,7 @@ typedef struct header {
     uint64_t payload; // raw bytes that follow (str, bin, ext, float)
     uint64_t items;   // direct children of a container (2 per map entry)
     bool container;
-    bool is_uint;     // a non-negative integer, whose value is in `value`
+    bool is_uint; // a non-negative integer, whose value is in `value`
     uint64_t value;
 } header_t;
 
@@ -151,8 +151,8 @@ static int parse_header(const uint8_t *p, size_t avail, header_t *h) {
     }
 }
 
-__attribute__((format(printf, 4, 5))) static int fail(swd_decoder_t *d, int err,
-                                                       bool undecodable, const char *fmt, ...) {
+__attribute__((format(printf, 4, 5))) static int fail(swd_decoder_t *d, int err, bool undecodable,
+                                                      const char *fmt, ...) {
     d->failed = true;
     d->error.err = err;
     d->error.rpc = err == SWD_ETOOLARGE ? SWD_RPC_TOO_LARGE : SWD_RPC_INVALID_REQUEST;
@@ -329,7 +329,8 @@ static int classify(swd_decoder_t *d, const msgpack_object *o, swd_msg_t *m) {
     const msgpack_object *e = o->via.array.ptr;
     uint32_t n = o->via.array.size;
     uint64_t kind = e[0].via.u64;
-    bool id_ok = n >= 2 && e[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER && e[1].via.u64 <= UINT32_MAX;
+    bool id_ok =
+        n >= 2 && e[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER && e[1].via.u64 <= UINT32_MAX;
     if ((kind == SWD_MSG_REQUEST || kind == SWD_MSG_RESPONSE) && n == 4 && id_ok) {
         m->kind = (swd_msg_kind_t)kind;
         m->msgid = e[1].via.u64;
@@ -374,8 +375,7 @@ int swd_decoder_next(swd_decoder_t *d, swd_msg_t *out, swd_proto_error_t *perr) 
     size_t off = 0;
     msgpack_unpack_return ur = msgpack_unpack_next(&d->unpacked, d->buf + d->start, flen, &off);
     if (ur != MSGPACK_UNPACK_SUCCESS || off != flen) {
-        r = fail(d, SWD_EPROTO, true, "frame of %zu bytes does not decode (%d)", flen,
-                 (int)ur);
+        r = fail(d, SWD_EPROTO, true, "frame of %zu bytes does not decode (%d)", flen, (int)ur);
     } else {
         r = classify(d, &d->unpacked.data, out);
     }

@@ -37,8 +37,8 @@ typedef enum swd_msg_kind {
 /// and stays valid until the next call to any swd_decoder_* function.
 typedef struct swd_msg {
     swd_msg_kind_t kind;
-    uint64_t msgid;      ///< requests and responses
-    const char *method;  ///< requests and notifications; not NUL-terminated
+    uint64_t msgid;     ///< requests and responses
+    const char *method; ///< requests and notifications; not NUL-terminated
     size_t method_len;
     const msgpack_object *params; ///< requests and notifications; any type
     const msgpack_object *error;  ///< responses; nil when the call succeeded

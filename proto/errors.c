@@ -45,10 +45,9 @@ const char *swd_err_name(int err) {
     return "UNKNOWN";
 }
 
-static const char *const rpc_codes[SWD_RPC_ERROR_COUNT] = {
-    [SWD_RPC_OK] = NULL,
+static const char *const rpc_codes[SWD_RPC_ERROR_COUNT] = {[SWD_RPC_OK] = NULL,
 #define SWD_RPC_ERROR_STR(name, code) [SWD_RPC_##name] = code,
-    SWD_RPC_ERROR_MAP(SWD_RPC_ERROR_STR)
+                                                           SWD_RPC_ERROR_MAP(SWD_RPC_ERROR_STR)
 #undef SWD_RPC_ERROR_STR
 };
 

@@ -9,16 +9,16 @@
 #define SWD_PROTO_ERRORS_H
 
 // Internal codes live below libuv's range (libuv ends at -4095 for UV_EOF).
-#define SWD_ERRNO_MAP(X)                                                          \
-    X(PROTO, -5001, "malformed msgpack-RPC stream")                              \
-    X(TOOLARGE, -5002, "message larger than the configured limit")               \
-    X(TOODEEP, -5003, "message nested deeper than the limit")                    \
-    X(PARAMS, -5004, "invalid parameters")                                        \
-    X(CONFIG, -5005, "invalid configuration")                                     \
-    X(STATE, -5006, "operation not allowed in this state")                       \
-    X(NOTFOUND, -5007, "not found")                                               \
-    X(EXISTS, -5008, "already exists")                                            \
-    X(CLOSED, -5009, "closed")                                                    \
+#define SWD_ERRNO_MAP(X)                                                                           \
+    X(PROTO, -5001, "malformed msgpack-RPC stream")                                                \
+    X(TOOLARGE, -5002, "message larger than the configured limit")                                 \
+    X(TOODEEP, -5003, "message nested deeper than the limit")                                      \
+    X(PARAMS, -5004, "invalid parameters")                                                         \
+    X(CONFIG, -5005, "invalid configuration")                                                      \
+    X(STATE, -5006, "operation not allowed in this state")                                         \
+    X(NOTFOUND, -5007, "not found")                                                                \
+    X(EXISTS, -5008, "already exists")                                                             \
+    X(CLOSED, -5009, "closed")                                                                     \
     X(OVERFLOW, -5010, "limit reached")
 
 enum {
@@ -33,19 +33,19 @@ const char *swd_strerror(int err);
 const char *swd_err_name(int err);
 
 // RPC error codes of DESIGN.md §2, in wire order of the table there.
-#define SWD_RPC_ERROR_MAP(X)                                                      \
-    X(INVALID_REQUEST, "invalid_request")                                         \
-    X(INVALID_PARAMS, "invalid_params")                                           \
-    X(UNKNOWN_METHOD, "unknown_method")                                           \
-    X(NOT_FOUND, "not_found")                                                     \
-    X(UNAUTHORIZED, "unauthorized")                                               \
-    X(CONFLICT, "conflict")                                                       \
-    X(OVERLOADED, "overloaded")                                                   \
-    X(BUDGET_EXHAUSTED, "budget_exhausted")                                       \
-    X(TOO_LARGE, "too_large")                                                     \
-    X(TIMEOUT, "timeout")                                                         \
-    X(CANCELLED, "cancelled")                                                     \
-    X(SHUTTING_DOWN, "shutting_down")                                             \
+#define SWD_RPC_ERROR_MAP(X)                                                                       \
+    X(INVALID_REQUEST, "invalid_request")                                                          \
+    X(INVALID_PARAMS, "invalid_params")                                                            \
+    X(UNKNOWN_METHOD, "unknown_method")                                                            \
+    X(NOT_FOUND, "not_found")                                                                      \
+    X(UNAUTHORIZED, "unauthorized")                                                                \
+    X(CONFLICT, "conflict")                                                                        \
+    X(OVERLOADED, "overloaded")                                                                    \
+    X(BUDGET_EXHAUSTED, "budget_exhausted")                                                        \
+    X(TOO_LARGE, "too_large")                                                                      \
+    X(TIMEOUT, "timeout")                                                                          \
+    X(CANCELLED, "cancelled")                                                                      \
+    X(SHUTTING_DOWN, "shutting_down")                                                              \
     X(INTERNAL, "internal")
 
 typedef enum swd_rpc_error {

@@ -2,7 +2,7 @@
 
 #include "runtime/clock.h"
 
-#define TIMER_OF(n) ((swd_timer_t *)((char *)(n) - offsetof(swd_timer_t, node)))
+#define TIMER_OF(n) ((swd_timer_t *)((char *)(n)-offsetof(swd_timer_t, node)))
 
 static bool timer_less(const swd_heap_node_t *a, const swd_heap_node_t *b) {
     const swd_timer_t *ta = TIMER_OF(a);

@@ -107,8 +107,7 @@ static void stop_pools(swd_daemon_t *d) {
     d->nhttp_pools = 0;
 }
 
-static int start_http_pool(swd_daemon_t *d, const swd_pool_config_t *pc, char *err,
-                           size_t errlen) {
+static int start_http_pool(swd_daemon_t *d, const swd_pool_config_t *pc, char *err, size_t errlen) {
     if (d->http_pools == NULL) {
         d->http_pools = calloc(d->cfg->n_pools, sizeof(swd_http_pool_t *));
     }
@@ -262,8 +261,9 @@ static int listen_all(swd_daemon_t *d, char *err, size_t errlen) {
     const swd_config_t *cfg = d->cfg;
     snprintf(d->rpc_addr, sizeof(d->rpc_addr), "%s", "");
     snprintf(d->http_addr, sizeof(d->http_addr), "%s", "");
-    if (cfg->listen.rpc != NULL && swd_rpc_server_listen_tcp(d->rpc, cfg->listen.rpc, d->rpc_addr,
-                                                             sizeof(d->rpc_addr), err, errlen) != 0) {
+    if (cfg->listen.rpc != NULL &&
+        swd_rpc_server_listen_tcp(d->rpc, cfg->listen.rpc, d->rpc_addr, sizeof(d->rpc_addr), err,
+                                  errlen) != 0) {
         return 1;
     }
     if (cfg->listen.http != NULL && swd_status_listen(d->status, cfg->listen.http, d->http_addr,

@@ -87,9 +87,8 @@ static void register_families(swd_daemon_metrics_t *dm) {
     static const char *const agent[] = {"agent"};
     static const char *const rpc[] = {"method", "result"};
     dm->submitted = counter(m, "swarmd_tasks_submitted_total", "Tasks accepted by task.submit.");
-    swd_metric_family_t *fin =
-        swd_metrics_counter(m, "swarmd_tasks_finished_total", "Tasks that ended, by final state.",
-                            1, state);
+    swd_metric_family_t *fin = swd_metrics_counter(m, "swarmd_tasks_finished_total",
+                                                   "Tasks that ended, by final state.", 1, state);
     for (int i = 0; i < 3; i++) {
         dm->finished[i] = swd_metric_child(fin, &finished_states[i]);
     }
@@ -97,23 +96,23 @@ static void register_families(swd_daemon_metrics_t *dm) {
     dm->timeouts = counter(m, "swarmd_task_timeouts_total", "Attempts that hit their timeout.");
     dm->stale = counter(m, "swarmd_stale_results_total",
                         "Answers from an attempt that was no longer current, ignored.");
-    dm->queue_depth = swd_metrics_gauge(m, "swarmd_queue_depth", "Tasks waiting or running, by state.",
-                                        1, state);
+    dm->queue_depth =
+        swd_metrics_gauge(m, "swarmd_queue_depth", "Tasks waiting or running, by state.", 1, state);
     dm->duration = swd_metric_single(swd_metrics_histogram(
         m, "swarmd_task_duration_seconds", "Run time of a task's last attempt.", 0, NULL, 0, NULL));
-    dm->queue_wait = swd_metric_single(swd_metrics_histogram(
-        m, "swarmd_task_queue_wait_seconds", "Time from submit to the first attempt's start.", 0,
-        NULL, 0, NULL));
+    dm->queue_wait = swd_metric_single(
+        swd_metrics_histogram(m, "swarmd_task_queue_wait_seconds",
+                              "Time from submit to the first attempt's start.", 0, NULL, 0, NULL));
     dm->agents_by_state =
         swd_metrics_gauge(m, "swarmd_agents", "Registered agents, by state.", 1, state);
-    dm->health = swd_metrics_gauge(m, "swarmd_agent_health", "Health score of an agent (0..1).", 1,
-                                   agent);
+    dm->health =
+        swd_metrics_gauge(m, "swarmd_agent_health", "Health score of an agent (0..1).", 1, agent);
     dm->inflight =
         swd_metrics_gauge(m, "swarmd_agent_inflight", "Attempts running on an agent.", 1, agent);
     dm->tokens = counter(m, "swarmd_tokens_consumed_total", "Tokens agents reported as used.");
-    dm->rpc_requests = swd_metrics_counter(m, "swarmd_rpc_requests_total",
-                                           "RPC requests, by method and result (ok or error code).",
-                                           2, rpc);
+    dm->rpc_requests =
+        swd_metrics_counter(m, "swarmd_rpc_requests_total",
+                            "RPC requests, by method and result (ok or error code).", 2, rpc);
     dm->connections = swd_metric_single(
         swd_metrics_gauge(m, "swarmd_rpc_connections", "Open RPC connections.", 0, NULL));
     swd_metrics_add_process(m);

@@ -155,8 +155,8 @@ static void print_human(const json_t *rec, int64_t ts, swd_log_level_t level, co
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)rec, key, v) {
-        if (strcmp(key, "ts") == 0 || strcmp(key, "level") == 0 ||
-            strcmp(key, "component") == 0 || strcmp(key, "msg") == 0) {
+        if (strcmp(key, "ts") == 0 || strcmp(key, "level") == 0 || strcmp(key, "component") == 0 ||
+            strcmp(key, "msg") == 0) {
             continue;
         }
         char *s = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
@@ -185,8 +185,8 @@ static json_t *make_record(int64_t ts, swd_log_level_t level, const char *compon
     return rec;
 }
 
-void swd_log(swd_log_level_t level, const char *component, const char *msg,
-             const char *fields_fmt, ...) {
+void swd_log(swd_log_level_t level, const char *component, const char *msg, const char *fields_fmt,
+             ...) {
     if (!swd_log_enabled(level)) {
         return;
     }

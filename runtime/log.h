@@ -41,8 +41,8 @@ void swd_log_set_stderr(bool on);
 
 /// Logs `msg` with fields built by jansson's json_pack from `fields_fmt`
 /// (an object format such as "{s:s, s:I}"; NULL for no fields).
-void swd_log(swd_log_level_t level, const char *component, const char *msg,
-             const char *fields_fmt, ...);
+void swd_log(swd_log_level_t level, const char *component, const char *msg, const char *fields_fmt,
+             ...);
 
 #define swd_log_debug(...) swd_log(SWD_LOG_DEBUG, __VA_ARGS__)
 #define swd_log_info(...) swd_log(SWD_LOG_INFO, __VA_ARGS__)

@@ -50,10 +50,14 @@ static int add_flag(options_t *o, const char *key, const char *value) {
 // Parses the flags after the command; 0, or 2 on a usage error.
 static int parse_flags(int argc, char **argv, options_t *o) {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},    {"listen", required_argument, NULL, 'l'},
-        {"http", required_argument, NULL, 'H'},      {"unix", required_argument, NULL, 'u'},
-        {"ready-file", required_argument, NULL, 'r'}, {"log-level", required_argument, NULL, 'L'},
-        {"print-config", no_argument, NULL, 'p'},    {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {"listen", required_argument, NULL, 'l'},
+        {"http", required_argument, NULL, 'H'},
+        {"unix", required_argument, NULL, 'u'},
+        {"ready-file", required_argument, NULL, 'r'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"print-config", no_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int ch;

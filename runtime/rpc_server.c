@@ -62,7 +62,8 @@ swd_rpc_server_t *swd_rpc_server_new(uv_loop_t *loop, const swd_rpc_server_opts_
     s->loop = loop;
     s->opts = *opts;
     s->token = opts->token && *opts->token ? swd_xstrdup(opts->token) : NULL;
-    s->agent_token = opts->agent_token && *opts->agent_token ? swd_xstrdup(opts->agent_token) : NULL;
+    s->agent_token =
+        opts->agent_token && *opts->agent_token ? swd_xstrdup(opts->agent_token) : NULL;
     s->opts.token = s->token;
     s->opts.agent_token = s->agent_token;
     swd_rpc_server_add_method(s, "swarm.hello", SWD_METHOD_OPEN, hello, s);
@@ -322,8 +323,7 @@ static void hello(swd_rpc_conn_t *c, const swd_msg_t *m, swd_params_t *p, void *
             // The connection stays usable for another hello (§2.1).
             x->client_ok = false;
             if (m->kind == SWD_MSG_REQUEST) {
-                swd_rpc_conn_reply_error(c, m->msgid, SWD_RPC_UNAUTHORIZED,
-                                         "bad or missing token");
+                swd_rpc_conn_reply_error(c, m->msgid, SWD_RPC_UNAUTHORIZED, "bad or missing token");
             }
             return;
         }

@@ -793,17 +793,16 @@ static json_t *report_agents(run_t *r) {
 static json_t *report_http(const swd_http_pool_t *hp) {
     swd_http_pool_stats_t st;
     swd_http_pool_stats(hp, &st);
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests",
-                     (json_int_t)st.requests, "succeeded", (json_int_t)st.succeeded,
-                     "rate_limited", (json_int_t)st.rate_limited, "unavailable",
-                     (json_int_t)st.unavailable, "server_errors", (json_int_t)st.server_errors,
-                     "client_errors", (json_int_t)st.client_errors, "timeouts",
-                     (json_int_t)st.timeouts, "transport_errors", (json_int_t)st.transport_errors,
-                     "bad_responses", (json_int_t)st.bad_responses, "too_large",
-                     (json_int_t)st.too_large, "cancelled", (json_int_t)st.cancelled,
-                     "connections", (json_int_t)st.connections, "usage_missing",
-                     (json_int_t)st.usage_missing, "quota_waits", (json_int_t)st.quota_waits,
-                     "quota_wait_ms", (json_int_t)st.quota_wait_ms);
+    return json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests",
+        (json_int_t)st.requests, "succeeded", (json_int_t)st.succeeded, "rate_limited",
+        (json_int_t)st.rate_limited, "unavailable", (json_int_t)st.unavailable, "server_errors",
+        (json_int_t)st.server_errors, "client_errors", (json_int_t)st.client_errors, "timeouts",
+        (json_int_t)st.timeouts, "transport_errors", (json_int_t)st.transport_errors,
+        "bad_responses", (json_int_t)st.bad_responses, "too_large", (json_int_t)st.too_large,
+        "cancelled", (json_int_t)st.cancelled, "connections", (json_int_t)st.connections,
+        "usage_missing", (json_int_t)st.usage_missing, "quota_waits", (json_int_t)st.quota_waits,
+        "quota_wait_ms", (json_int_t)st.quota_wait_ms);
 }
 
 static json_t *report_pool(run_t *r, const char *name, const char *kind) {
@@ -829,11 +828,11 @@ static json_t *report_pool(run_t *r, const char *name, const char *kind) {
     }
     json_t *lat = pct_json(ls.v, ls.n);
     free(ls.v);
-    json_t *pool = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", name, "kind",
-                             kind, "agents", (json_int_t)agents, "restarts", (json_int_t)restarts,
-                             "tasks", (json_int_t)tasks, "succeeded", (json_int_t)ok, "failures",
-                             (json_int_t)fail, "retries", (json_int_t)retries, "tokens",
-                             (json_int_t)tokens, "latency_ms", lat);
+    json_t *pool =
+        json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", name, "kind", kind, "agents",
+                  (json_int_t)agents, "restarts", (json_int_t)restarts, "tasks", (json_int_t)tasks,
+                  "succeeded", (json_int_t)ok, "failures", (json_int_t)fail, "retries",
+                  (json_int_t)retries, "tokens", (json_int_t)tokens, "latency_ms", lat);
     for (size_t i = 0; i < r->d->nhttp_pools; i++) {
         if (strcmp(swd_http_pool_name(r->d->http_pools[i]), name) == 0) {
             json_object_set_new(pool, "http", report_http(r->d->http_pools[i]));

@@ -1153,7 +1153,8 @@ void swd_workload_scale_pools(swd_config_t *cfg, double time_scale) {
         if (pc->kind == SWD_POOL_HTTP) {
             // A minute of quota is a duration too: rpm and tpm per scaled
             // minute, so a quota test runs in seconds.
-            pc->http.timeout_ms = (int64_t)fmax(1.0, ceil((double)pc->http.timeout_ms * time_scale));
+            pc->http.timeout_ms =
+                (int64_t)fmax(1.0, ceil((double)pc->http.timeout_ms * time_scale));
             pc->http.rpm = (int64_t)fmin(1e8, ceil((double)pc->http.rpm / time_scale));
             pc->http.tpm = (int64_t)fmin(1e12, ceil((double)pc->http.tpm / time_scale));
             continue;

@@ -59,7 +59,9 @@ static int resolve_after(const swd_api_t *api, swd_params_t *p, spec_buf_t *b,
         if (t == NULL) {
             *code = SWD_RPC_NOT_FOUND;
             snprintf(p->error, sizeof(p->error), "'after' names no task: %.*s",
-                     o->type == MSGPACK_OBJECT_STR ? (int)(o->via.str.size > 64 ? 64 : o->via.str.size) : 1,
+                     o->type == MSGPACK_OBJECT_STR
+                         ? (int)(o->via.str.size > 64 ? 64 : o->via.str.size)
+                         : 1,
                      o->type == MSGPACK_OBJECT_STR ? o->via.str.ptr : "?");
             return SWD_ENOTFOUND;
         }
@@ -542,7 +544,8 @@ static void subscribe(swd_rpc_conn_t *c, const swd_msg_t *m, swd_params_t *p, vo
     unsigned mask = 0;
     for (uint32_t i = 0; i < topics->size; i++) {
         const msgpack_object *o = &topics->ptr[i];
-        int t = o->type == MSGPACK_OBJECT_STR ? swd_topic_parse(o->via.str.ptr, o->via.str.size) : -1;
+        int t =
+            o->type == MSGPACK_OBJECT_STR ? swd_topic_parse(o->via.str.ptr, o->via.str.size) : -1;
         if (t < 0) {
             snprintf(p->error, sizeof(p->error),
                      "parameter 'topics' holds an unknown topic (task, log, tuner, healing, "

@@ -51,7 +51,7 @@ bool swd_task_terminal(const swd_task_t *t) {
     return t->state >= SWD_TASK_SUCCEEDED;
 }
 
-#define QUEUE_OF(n) ((swd_type_queue_t *)((char *)(n) - offsetof(swd_type_queue_t, node)))
+#define QUEUE_OF(n) ((swd_type_queue_t *)((char *)(n)-offsetof(swd_type_queue_t, node)))
 
 static bool queue_before(const swd_heap_node_t *a, const swd_heap_node_t *b) {
     const swd_type_queue_t *qa = QUEUE_OF(a);
@@ -510,7 +510,8 @@ static void on_ready(swd_agent_t *a, void *data) {
 }
 
 swd_agents_cbs_t swd_sched_agent_callbacks(swd_sched_t *s) {
-    return (swd_agents_cbs_t){.ready = on_ready, .complete = on_complete, .lost = on_lost, .data = s};
+    return (swd_agents_cbs_t){
+        .ready = on_ready, .complete = on_complete, .lost = on_lost, .data = s};
 }
 
 // ---- dispatch ----
@@ -524,9 +525,8 @@ static void dispatch_pass(swd_sched_t *s) {
         }
         swd_type_queue_t *q = QUEUE_OF(top);
         swd_task_t *t = queue_best(s, q);
-        const swd_agent_t *avoid = t->last_agent_seq
-                                       ? swd_u64map_get(&s->agents->by_seq, t->last_agent_seq)
-                                       : NULL;
+        const swd_agent_t *avoid =
+            t->last_agent_seq ? swd_u64map_get(&s->agents->by_seq, t->last_agent_seq) : NULL;
         swd_agent_t *a = swd_agents_best(s->agents, q->type, avoid);
         if (a == NULL) {
             q->blocked = true;
@@ -801,8 +801,7 @@ static void on_wait_timeout(swd_timer_t *timer) {
     free(w);
 }
 
-void swd_sched_wait(swd_sched_t *s, swd_task_t *t, int64_t timeout_ms, swd_wait_cb cb,
-                    void *data) {
+void swd_sched_wait(swd_sched_t *s, swd_task_t *t, int64_t timeout_ms, swd_wait_cb cb, void *data) {
     if (swd_task_terminal(t)) {
         cb(t, false, data);
         return;

@@ -29,12 +29,12 @@
 #include "scheduler/task.h"
 
 typedef struct swd_sched_config {
-    uint64_t max_queued;         ///< limits.max_queued
-    int64_t default_timeout_ms;  ///< scheduler.default_timeout_ms
+    uint64_t max_queued;        ///< limits.max_queued
+    int64_t default_timeout_ms; ///< scheduler.default_timeout_ms
     uint32_t default_max_retries;
     int64_t backoff_base_ms;
     int64_t backoff_max_ms;
-    int64_t aging_ms;          ///< a queued task rises one level per aging_ms
+    int64_t aging_ms;           ///< a queued task rises one level per aging_ms
     int64_t retain_finished_ms; ///< terminal tasks stay queryable this long
     uint64_t seed;              ///< for retry jitter
 } swd_sched_config_t;
@@ -68,9 +68,9 @@ typedef struct swd_sched {
     swd_agents_t *agents;
     swd_sched_config_t cfg;
     swd_rng_t rng;
-    swd_u64map_t tasks;    ///< seq -> task
-    swd_strmap_t keys;     ///< idempotency key -> task
-    swd_u64map_t dependents; ///< seq -> swd_deps_t (tasks waiting on it)
+    swd_u64map_t tasks;       ///< seq -> task
+    swd_strmap_t keys;        ///< idempotency key -> task
+    swd_u64map_t dependents;  ///< seq -> swd_deps_t (tasks waiting on it)
     swd_task_t *first, *last; ///< every task, in submission order
     uint64_t next_seq;
     uint64_t count[SWD_TASK_STATE_COUNT];
@@ -104,8 +104,7 @@ typedef enum swd_submit_result {
 } swd_submit_result_t;
 
 /// Creates a task (or finds the one with the same key).
-swd_submit_result_t swd_sched_submit(swd_sched_t *s, const swd_task_spec_t *spec,
-                                     swd_task_t **out);
+swd_submit_result_t swd_sched_submit(swd_sched_t *s, const swd_task_spec_t *spec, swd_task_t **out);
 /// Room for `n` more queued tasks?
 bool swd_sched_has_room(const swd_sched_t *s, uint64_t n);
 swd_task_t *swd_sched_find(const swd_sched_t *s, const char *id, size_t len);
@@ -118,8 +117,7 @@ void swd_sched_pack_task(const swd_sched_t *s, const swd_task_t *t, swd_task_vie
 /// Waits for `t` to end: `cb` runs once, when it is terminal or after
 /// `timeout_ms`, with the task (alive for the call).
 typedef void (*swd_wait_cb)(swd_task_t *t, bool timed_out, void *data);
-void swd_sched_wait(swd_sched_t *s, swd_task_t *t, int64_t timeout_ms, swd_wait_cb cb,
-                    void *data);
+void swd_sched_wait(swd_sched_t *s, swd_task_t *t, int64_t timeout_ms, swd_wait_cb cb, void *data);
 
 /// Graceful drain: no new dispatches or submits; `cb` runs once no attempt
 /// is running (at once when none is).

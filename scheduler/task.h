@@ -58,8 +58,8 @@ typedef struct swd_task {
     char *payload;         ///< msgpack bytes, or NULL for nil
     uint32_t payload_len;
     uint32_t labels_len;
-    char *labels;   ///< msgpack bytes of a map, or NULL
-    char *result;   ///< msgpack bytes of the agent's output, or NULL
+    char *labels; ///< msgpack bytes of a map, or NULL
+    char *result; ///< msgpack bytes of the agent's output, or NULL
     uint32_t result_len;
     char *error_code; ///< the last attempt's error, or NULL
     char *error_message;
@@ -74,7 +74,7 @@ typedef struct swd_task {
     uint32_t unmet;
     struct swd_task *qprev, *qnext; ///< a type queue, or the agent's running list
     struct swd_task *lprev, *lnext; ///< every task, in submission order
-    swd_timer_t timer; ///< attempt timeout, retry delay, or retention
+    swd_timer_t timer;              ///< attempt timeout, retry delay, or retention
     swd_waiter_t *waiters;
 } swd_task_t;
 

@@ -53,8 +53,8 @@ static void rv_setup(void) {
     };
     swd_sched_init(&R.sched, &R.clock, &R.bus, &R.agents, &cfg);
     swd_agents_cbs_t cbs = swd_sched_agent_callbacks(&R.sched);
-    swd_agents_config_t acfg = {.window = 50, .target_latency_ms = 3000,
-                                .dead_retention_ms = 300000};
+    swd_agents_config_t acfg = {
+        .window = 50, .target_latency_ms = 3000, .dead_retention_ms = 300000};
     swd_agents_init(&R.agents, &R.clock, &R.bus, &acfg, &cbs);
 }
 
@@ -115,8 +115,7 @@ Test(review, dead_agent_shows_no_cooldown, .init = rv_setup, .fini = rv_teardown
     cr_assert_neq(l->agent->cooldown_until_ms, 0);
     swd_agent_kill(l->agent, "disconnected");
     swd_clock_advance(&R.clock, 10000); // well past the cooldown's end
-    cr_assert_eq(l->agent->cooldown_until_ms, 0,
-                 "dead agent still shows cooldown_until_ms %lld",
+    cr_assert_eq(l->agent->cooldown_until_ms, 0, "dead agent still shows cooldown_until_ms %lld",
                  (long long)l->agent->cooldown_until_ms);
 }
 
