@@ -3,7 +3,9 @@
 # second through an http pool against a server that cannot be the
 # bottleneck — Debian's nginx answering a fixed chat completion on loopback —
 # next to wrk hitting the same nginx directly with the same number of
-# connections, as a ratio, in the same run.
+# connections, as a ratio, in the same run. A third client, bench/
+# curl_baseline (libcurl alone with the pool's options, no scheduler, no
+# JSON), shows how much of the gap to wrk is libcurl's own.
 #
 #   bench/http_pool.sh                  # 16 connections, 3 rounds
 #   bench/http_pool.sh -c 8 -n 100000 -r 5 -d 5
@@ -15,8 +17,9 @@
 #   -B DIR build directory (default build-bench-http; release, tests off)
 #
 # nginx runs unprivileged (one worker, no master, a temp prefix, access log
-# off, a random loopback port) pinned to the last CPU; wrk (one thread) and
-# swarmd (one event loop) take turns on the first one, so both clients get
+# off, a random loopback port) pinned to the last CPU; wrk (one thread),
+# curl_baseline and swarmd (one event loop each) take turns on the first
+# one, so all clients get
 # the same CPU against the same server. Medians over the rounds are printed,
 # and one Markdown row for bench/README.md. Everything started is stopped at
 # exit, on an error or Ctrl-C too.
@@ -58,8 +61,9 @@ trap 'exit 130' INT TERM
 if [ ! -f "$BUILD/build.ninja" ]; then
     meson setup "$BUILD" "$ROOT" --buildtype=release -Dtests=disabled >/dev/null
 fi
-ninja -C "$BUILD" swarmd >/dev/null
+ninja -C "$BUILD" swarmd bench/curl_baseline >/dev/null
 SWARMD="$BUILD/swarmd"
+BASELINE="$BUILD/bench/curl_baseline"
 
 CPUS=$(nproc)
 CLIENT_CPU=0
@@ -136,6 +140,10 @@ run_wrk() {
         awk '/^Requests\/sec:/ {print $2}'
 }
 
+run_curl() {
+    taskset -c "$CLIENT_CPU" "$BASELINE" "$URL" "$CONC" "$TASKS" | awk '{print $3}'
+}
+
 run_swarmd() {
     SWARMD_TUNER_MODE=off taskset -c "$CLIENT_CPU" "$SWARMD" run "$TMP/workload.yaml" \
         --listen 127.0.0.1:0 --http 127.0.0.1:0 --report "$TMP/report.json" >/dev/null 2>"$TMP/run.err" ||
@@ -154,18 +162,24 @@ median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2
 
 echo "http_pool.sh: nginx on $URL (CPU $SERVER_CPU); clients on CPU $CLIENT_CPU;" \
     "$CONC connections; $TASKS tasks per swarmd run; wrk ${DUR}s; $ROUNDS rounds" >&2
-: >"$TMP/wrk" >"$TMP/swd"
+: >"$TMP/wrk" >"$TMP/curl" >"$TMP/swd"
 for r in $(seq "$ROUNDS"); do
     w=$(run_wrk)
+    c=$(run_curl)
     read -r s conns wall < <(run_swarmd)
     echo "$w" >>"$TMP/wrk"
+    echo "$c" >>"$TMP/curl"
     echo "$s" >>"$TMP/swd"
-    printf '  round %d: wrk %8.0f req/s   swarmd %8.0f tasks/s (%d tasks in %d ms, %d connections)   ratio %.2f\n' \
-        "$r" "$w" "$s" "$TASKS" "$wall" "$conns" "$(echo "$s / $w" | bc -l)" >&2
+    printf '  round %d: wrk %8.0f req/s   libcurl %8.0f req/s   swarmd %8.0f tasks/s (%d tasks in %d ms, %d connections)   swarmd/wrk %.2f   swarmd/libcurl %.2f\n' \
+        "$r" "$w" "$c" "$s" "$TASKS" "$wall" "$conns" "$(echo "$s / $w" | bc -l)" "$(echo "$s / $c" | bc -l)" >&2
 done
 W=$(median <"$TMP/wrk")
+C=$(median <"$TMP/curl")
 S=$(median <"$TMP/swd")
 RATIO=$(echo "$S / $W" | bc -l)
-printf 'median: wrk %.0f req/s, swarmd http pool %.0f tasks/s, ratio %.2f (target >= 0.80)\n' "$W" "$S" "$RATIO"
-printf '| http pool vs wrk, %d connections, nginx on loopback | %.0f tasks/s | %.0f req/s | %.2f× | ≥ 0.8× |\n' \
-    "$CONC" "$S" "$W" "$RATIO"
+CRATIO=$(echo "$C / $W" | bc -l)
+SC=$(echo "$S / $C" | bc -l)
+printf 'median: wrk %.0f req/s, libcurl alone %.0f req/s (%.2f of wrk), swarmd http pool %.0f tasks/s: %.2f of wrk (target >= 0.80), %.2f of libcurl alone\n' \
+    "$W" "$C" "$CRATIO" "$S" "$RATIO" "$SC"
+printf '| http pool vs wrk, %d connections, nginx on loopback | %.0f tasks/s | %.0f req/s | %.0f req/s (%.2f×) | %.2f× | %.2f× |\n' \
+    "$CONC" "$S" "$W" "$C" "$CRATIO" "$RATIO" "$SC"
