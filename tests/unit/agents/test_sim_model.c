@@ -11,21 +11,7 @@
 
 #include "agents/sim_model.h"
 #include "proto/errors.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_LSAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_LSAN 1
-#endif
-#endif
-
-#ifdef HAVE_LSAN
-int __lsan_do_recoverable_leak_check(void);
-#define ASSERT_NO_LEAKS() cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leak detected")
-#else
-#define ASSERT_NO_LEAKS() ((void)0)
-#endif
+#include "tests/unit/leak_check.h"
 
 #define N_SAMPLES 20001
 

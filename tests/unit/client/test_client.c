@@ -21,21 +21,7 @@
 #include "proto/encoder.h"
 #include "proto/errors.h"
 #include "proto/params.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_LSAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_LSAN 1
-#endif
-#endif
-
-#ifdef HAVE_LSAN
-int __lsan_do_recoverable_leak_check(void);
-#define ASSERT_NO_LEAKS() cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leak detected")
-#else
-#define ASSERT_NO_LEAKS() ((void)0)
-#endif
+#include "tests/unit/leak_check.h"
 
 // ---------------------------------------------------------------------------
 // The fake server (runs in the child)
@@ -208,6 +194,19 @@ static swd_client_t *connect_to(const fake_t *f) {
     return c;
 }
 
+/// Calls `method` with no params; the call must succeed (a reply, which may
+/// still be an error reply).
+static void call_ok(swd_client_t *c, const char *method, swd_reply_t *reply) {
+    cr_assert_eq(swd_client_call(c, method, NULL, NULL, reply, 5000), 0, "%s: %s", method,
+                 swd_client_errmsg(c));
+}
+
+/// The client's message about its last failure must contain `part`.
+static void expect_errmsg(swd_client_t *c, const char *part) {
+    cr_assert(strstr(swd_client_errmsg(c), part) != NULL, "\"%s\" lacks \"%s\"",
+              swd_client_errmsg(c), part);
+}
+
 static bool obj_str_is(const msgpack_object *o, const char *s) {
     return o != NULL && o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(s) &&
            memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
@@ -272,7 +271,7 @@ Test(client, null_callback_sends_empty_map) {
     fake_start(&f, script_empty_params);
     swd_client_t *c = connect_to(&f);
     swd_reply_t reply;
-    cr_assert_eq(swd_client_call(c, "swarm.stats", NULL, NULL, &reply, 5000), 0);
+    call_ok(c, "swarm.stats", &reply);
     cr_assert(!reply.is_error);
     cr_assert_eq(reply.result->type, MSGPACK_OBJECT_MAP);
     swd_client_free(c);
@@ -302,7 +301,7 @@ Test(client, error_response_fills_reply) {
     fake_start(&f, script_error);
     swd_client_t *c = connect_to(&f);
     swd_reply_t reply;
-    cr_assert_eq(swd_client_call(c, "task.submit_batch", NULL, NULL, &reply, 5000), 0);
+    call_ok(c, "task.submit_batch", &reply);
     cr_assert(reply.is_error);
     cr_assert_str_eq(reply.code, "invalid_params");
     cr_assert_str_eq(reply.message, "tasks[3]: bad");
@@ -311,7 +310,7 @@ Test(client, error_response_fills_reply) {
     cr_assert(idx != NULL && idx->via.u64 == 3);
     cr_assert_eq(reply.result->type, MSGPACK_OBJECT_NIL);
 
-    cr_assert_eq(swd_client_call(c, "task.get", NULL, NULL, &reply, 5000), 0);
+    call_ok(c, "task.get", &reply);
     cr_assert(reply.is_error);
     cr_assert_str_eq(reply.code, "internal");
     cr_assert_str_eq(reply.message, "something broke");
@@ -340,8 +339,7 @@ Test(client, notification_before_response_is_queued) {
     fake_start(&f, script_pipelined);
     swd_client_t *c = connect_to(&f);
     swd_reply_t reply;
-    cr_assert_eq(swd_client_call(c, "subscribe", NULL, NULL, &reply, 5000), 0, "%s",
-                 swd_client_errmsg(c));
+    call_ok(c, "subscribe", &reply);
     cr_assert(!reply.is_error);
     swd_event_t ev;
     cr_assert_eq(swd_client_next_event(c, 2000, &ev), 1, "%s", swd_client_errmsg(c));
@@ -380,8 +378,7 @@ Test(client, frames_split_across_reads) {
     fake_start(&f, script_dribble);
     swd_client_t *c = connect_to(&f);
     swd_reply_t reply;
-    cr_assert_eq(swd_client_call(c, "task.get", NULL, NULL, &reply, 5000), 0, "%s",
-                 swd_client_errmsg(c));
+    call_ok(c, "task.get", &reply);
     cr_assert(obj_str_is(swd_map_find(reply.result, "state"), "queued"));
     swd_event_t ev;
     cr_assert_eq(swd_client_next_event(c, 2000, &ev), 1);
@@ -414,9 +411,8 @@ Test(client, timeout_then_late_response_is_dropped) {
     int64_t t0 = mono_ms();
     cr_assert_eq(swd_client_call(c, "task.wait", NULL, NULL, &reply, 150), -ETIMEDOUT);
     cr_assert_geq(mono_ms() - t0, 140);
-    cr_assert(strstr(swd_client_errmsg(c), "no answer") != NULL, "%s", swd_client_errmsg(c));
-    cr_assert_eq(swd_client_call(c, "task.get", NULL, NULL, &reply, 5000), 0, "%s",
-                 swd_client_errmsg(c));
+    expect_errmsg(c, "no answer");
+    call_ok(c, "task.get", &reply);
     cr_assert(obj_str_is(swd_map_find(reply.result, "which"), "second"));
     swd_client_free(c);
     fake_wait(&f);
@@ -441,8 +437,7 @@ Test(client, large_response) {
     fake_start(&f, script_big);
     swd_client_t *c = connect_to(&f);
     swd_reply_t reply;
-    cr_assert_eq(swd_client_call(c, "task.get", NULL, NULL, &reply, 5000), 0, "%s",
-                 swd_client_errmsg(c));
+    call_ok(c, "task.get", &reply);
     const msgpack_object *r = swd_map_find(reply.result, "result");
     cr_assert(r != NULL && r->type == MSGPACK_OBJECT_STR);
     cr_assert_eq(r->via.str.size, (size_t)3 * 1024 * 1024);
@@ -466,9 +461,8 @@ Test(client, garbage_is_an_error_not_a_crash) {
     swd_client_t *c = connect_to(&f);
     swd_reply_t reply;
     cr_assert_eq(swd_client_call(c, "task.get", NULL, NULL, &reply, 5000), SWD_EPROTO);
-    cr_assert(strstr(swd_client_errmsg(c), "bad data from server") != NULL, "%s",
-              swd_client_errmsg(c));
-    cr_assert(strstr(swd_client_errmsg(c), "not msgpack") != NULL, "%s", swd_client_errmsg(c));
+    expect_errmsg(c, "bad data from server");
+    expect_errmsg(c, "not msgpack");
     // The connection is dead from now on, with the same answer.
     cr_assert_eq(swd_client_call(c, "task.get", NULL, NULL, &reply, 5000), SWD_EPROTO);
     swd_event_t ev;
@@ -491,8 +485,7 @@ Test(client, msgpack_that_is_not_rpc_is_an_error) {
     swd_client_t *c = connect_to(&f);
     swd_reply_t reply;
     cr_assert_eq(swd_client_call(c, "task.get", NULL, NULL, &reply, 5000), SWD_EPROTO);
-    cr_assert(strstr(swd_client_errmsg(c), "not a msgpack-RPC") != NULL, "%s",
-              swd_client_errmsg(c));
+    expect_errmsg(c, "not a msgpack-RPC");
     swd_client_free(c);
     fake_wait(&f);
     ASSERT_NO_LEAKS();
@@ -513,8 +506,7 @@ Test(client, server_closing_is_an_error) {
     swd_client_t *c = connect_to(&f);
     swd_reply_t reply;
     cr_assert_eq(swd_client_call(c, "task.get", NULL, NULL, &reply, 5000), SWD_ECLOSED);
-    cr_assert(strstr(swd_client_errmsg(c), "middle of a message") != NULL, "%s",
-              swd_client_errmsg(c));
+    expect_errmsg(c, "middle of a message");
     swd_client_free(c);
     fake_wait(&f);
     ASSERT_NO_LEAKS();
@@ -547,9 +539,8 @@ Test(client, refused_params_send_nothing) {
     swd_reply_t reply;
     cr_assert_eq(swd_client_call(c, "task.submit", pack_fails, NULL, &reply, 5000), SWD_EPARAMS);
     cr_assert_eq(swd_client_call(c, "task.submit", pack_two, NULL, &reply, 5000), SWD_EPARAMS);
-    cr_assert(strstr(swd_client_errmsg(c), "exactly one") != NULL, "%s", swd_client_errmsg(c));
-    cr_assert_eq(swd_client_call(c, "swarm.stats", NULL, NULL, &reply, 5000), 0, "%s",
-                 swd_client_errmsg(c));
+    expect_errmsg(c, "exactly one");
+    call_ok(c, "swarm.stats", &reply);
     swd_client_free(c);
     fake_wait(&f);
     ASSERT_NO_LEAKS();
@@ -569,13 +560,13 @@ Test(client, next_event_times_out_then_sees_close) {
     fake_start(&f, script_silent_close);
     swd_client_t *c = connect_to(&f);
     swd_reply_t reply;
-    cr_assert_eq(swd_client_call(c, "subscribe", NULL, NULL, &reply, 5000), 0);
+    call_ok(c, "subscribe", &reply);
     swd_event_t ev;
     int64_t t0 = mono_ms();
     cr_assert_eq(swd_client_next_event(c, 50, &ev), 0);
     cr_assert_geq(mono_ms() - t0, 45);
     cr_assert_eq(swd_client_next_event(c, 5000, &ev), SWD_ECLOSED);
-    cr_assert(strstr(swd_client_errmsg(c), "closed") != NULL);
+    expect_errmsg(c, "closed");
     swd_client_free(c);
     fake_wait(&f);
     ASSERT_NO_LEAKS();
@@ -595,8 +586,7 @@ static void call_one_get(const char *addr) {
     char err[256] = "";
     cr_assert_eq(swd_client_connect(addr, 2000, &c, err, sizeof(err)), 0, "%s: %s", addr, err);
     swd_reply_t reply;
-    cr_assert_eq(swd_client_call(c, "task.get", NULL, NULL, &reply, 5000), 0, "%s",
-                 swd_client_errmsg(c));
+    call_ok(c, "task.get", &reply);
     cr_assert(obj_str_is(swd_map_find(reply.result, "ok"), "yes"));
     swd_client_free(c);
 }

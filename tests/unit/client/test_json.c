@@ -9,21 +9,7 @@
 #include "proto/buf.h"
 #include "proto/errors.h"
 #include "proto/json.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_LSAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_LSAN 1
-#endif
-#endif
-
-#ifdef HAVE_LSAN
-int __lsan_do_recoverable_leak_check(void);
-#define ASSERT_NO_LEAKS() cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leak detected")
-#else
-#define ASSERT_NO_LEAKS() ((void)0)
-#endif
+#include "tests/unit/leak_check.h"
 
 // A packer writing into a buffer, and the object the buffer decodes to.
 typedef struct packed {
@@ -51,12 +37,17 @@ static void packed_close(packed_t *p) {
     swd_buf_close(&p->buf);
 }
 
+// JSON → msgpack: packs `j` into `out`, which this initialises.
+static void pack_json(const json_t *j, packed_t *out) {
+    packed_init(out);
+    cr_assert_eq(swd_json_pack(&out->pk, j), 0);
+}
+
 // msgpack → JSON → msgpack.
 static void round_trip(const msgpack_object *in, packed_t *out) {
     json_t *j = swd_json_from_msgpack(in);
     cr_assert_not_null(j);
-    packed_init(out);
-    cr_assert_eq(swd_json_pack(&out->pk, j), 0);
+    pack_json(j, out);
     json_decref(j);
 }
 
@@ -134,8 +125,7 @@ Test(json, uint64_beyond_int64_becomes_real) {
     cr_assert_eq(json_integer_value(json_array_get(j, 1)), INT64_MAX);
 
     packed_t out;
-    packed_init(&out);
-    cr_assert_eq(swd_json_pack(&out.pk, j), 0);
+    pack_json(j, &out);
     const msgpack_object *o = packed_obj(&out);
     cr_assert_eq(o->via.array.ptr[0].type, MSGPACK_OBJECT_FLOAT64);
     cr_assert_eq(o->via.array.ptr[0].via.f64, 18446744073709551615.0);
@@ -168,8 +158,7 @@ Test(json, bin_is_text_when_utf8_else_base64) {
 
     // Back to msgpack, text comes back as str.
     packed_t out;
-    packed_init(&out);
-    cr_assert_eq(swd_json_pack(&out.pk, j), 0);
+    pack_json(j, &out);
     const msgpack_object *o = packed_obj(&out);
     cr_assert_eq(o->via.array.ptr[0].type, MSGPACK_OBJECT_STR);
     cr_assert_eq(o->via.array.ptr[0].via.str.size, 5);
@@ -240,8 +229,7 @@ Test(json, floats_keep_their_value) {
     free(text);
 
     packed_t out;
-    packed_init(&out);
-    cr_assert_eq(swd_json_pack(&out.pk, j), 0);
+    pack_json(j, &out);
     const msgpack_object *o = packed_obj(&out);
     cr_assert_eq(o->via.array.ptr[0].type, MSGPACK_OBJECT_FLOAT64);
     cr_assert_eq(o->via.array.ptr[0].via.f64, 0.1);

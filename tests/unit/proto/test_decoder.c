@@ -11,6 +11,7 @@
 #include "proto/decoder.h"
 #include "proto/errors.h"
 #include "proto/params.h"
+#include "tests/unit/leak_check.h"
 #include "tests/unit/proto/vectors.h"
 
 // ---------------------------------------------------------------------------
@@ -242,6 +243,15 @@ static void assert_matches_vector(const rec_t *r, const tv_vector_t *v) {
     cr_assert_arr_eq(r->body, v->bytes + v->body_off, want, "%s: body", v->name);
 }
 
+// A fresh decoder fed `v` alone, whose first message `m` must be ready. `m`
+// points into the decoder: free the decoder only when done with `m`.
+static swd_decoder_t *decode_one(const tv_vector_t *v, swd_msg_t *m) {
+    swd_decoder_t *d = swd_decoder_new(0);
+    swd_decoder_feed(d, v->bytes, v->len);
+    cr_assert_eq(swd_decoder_next(d, m, NULL), 1, "%s: no message", v->name);
+    return d;
+}
+
 // All vectors back to back, `rounds` times over; the caller frees.
 static uint8_t *concat_vectors(size_t rounds, size_t *len) {
     size_t total = 0;
@@ -284,7 +294,7 @@ Test(decoder, each_vector_decodes) {
         seq_free(&s);
         swd_decoder_free(d);
     }
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, request_fields) {
@@ -309,14 +319,12 @@ Test(decoder, request_fields) {
     cr_assert_eq(n, 2);
     cr_assert_arr_eq(s, "t1", 2);
     swd_decoder_free(d);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, request_with_bin_method) {
-    swd_decoder_t *d = swd_decoder_new(0);
-    swd_decoder_feed(d, tv_request_bin.bytes, tv_request_bin.len);
     swd_msg_t m;
-    cr_assert_eq(swd_decoder_next(d, &m, NULL), 1);
+    swd_decoder_t *d = decode_one(&tv_request_bin, &m);
     cr_assert_eq(m.kind, SWD_MSG_REQUEST);
     cr_assert_eq(m.msgid, 8);
     cr_assert_eq(m.method_len, 8);
@@ -324,14 +332,12 @@ Test(decoder, request_with_bin_method) {
     cr_assert_eq(m.params->type, MSGPACK_OBJECT_ARRAY);
     cr_assert_eq(m.params->via.array.size, 0);
     swd_decoder_free(d);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, result_fields) {
-    swd_decoder_t *d = swd_decoder_new(0);
-    swd_decoder_feed(d, tv_result.bytes, tv_result.len);
     swd_msg_t m;
-    cr_assert_eq(swd_decoder_next(d, &m, NULL), 1);
+    swd_decoder_t *d = decode_one(&tv_result, &m);
     cr_assert_eq(m.kind, SWD_MSG_RESPONSE);
     cr_assert_eq(m.msgid, 7);
     cr_assert_null(m.method);
@@ -344,7 +350,7 @@ Test(decoder, result_fields) {
     cr_assert(swd_obj_streq(state, "queued"));
     cr_assert(swd_obj_streq(swd_map_find(m.result, "task_id"), "t1"));
     swd_decoder_free(d);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, error_fields) {
@@ -371,14 +377,12 @@ Test(decoder, error_fields) {
     cr_assert_eq(index->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
     cr_assert_eq(index->via.u64, 2);
     swd_decoder_free(d);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, notify_fields) {
-    swd_decoder_t *d = swd_decoder_new(0);
-    swd_decoder_feed(d, tv_notify.bytes, tv_notify.len);
     swd_msg_t m;
-    cr_assert_eq(swd_decoder_next(d, &m, NULL), 1);
+    swd_decoder_t *d = decode_one(&tv_notify, &m);
     cr_assert_eq(m.kind, SWD_MSG_NOTIFY);
     cr_assert_eq(m.method_len, 5);
     cr_assert_arr_eq(m.method, "event", 5);
@@ -393,7 +397,7 @@ Test(decoder, notify_fields) {
     cr_assert_eq(swd_params_strbuf(&p, "topic", true, topic, sizeof(topic)), 0);
     cr_assert_str_eq(topic, "task");
     swd_decoder_free(d);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, msgid_widths) {
@@ -401,14 +405,12 @@ Test(decoder, msgid_widths) {
                               &tv_request_msgid_max, &tv_request_msgid_wide};
     const uint64_t want[] = {200, 300, 70000, UINT32_MAX, 7};
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-        swd_decoder_t *d = swd_decoder_new(0);
-        swd_decoder_feed(d, v[i]->bytes, v[i]->len);
         swd_msg_t m;
-        cr_assert_eq(swd_decoder_next(d, &m, NULL), 1, "%s", v[i]->name);
+        swd_decoder_t *d = decode_one(v[i], &m);
         cr_assert_eq(m.msgid, want[i], "%s: msgid %llu", v[i]->name, (unsigned long long)m.msgid);
         swd_decoder_free(d);
     }
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // Every truncation of a frame asks for more bytes, with no error, and the
@@ -431,7 +433,7 @@ Test(decoder, truncated_frames_wait) {
             swd_decoder_free(d);
         }
     }
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, pending_counts_the_partial_frame) {
@@ -446,7 +448,7 @@ Test(decoder, pending_counts_the_partial_frame) {
     cr_assert_eq(swd_decoder_pending(d), 10);
     swd_decoder_free(d);
     swd_decoder_free(NULL);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // The same stream, split every way, gives the same messages: those of the
@@ -483,7 +485,7 @@ Test(decoder, splits_give_identical_sequences) {
     }
     seq_free(&whole);
     free(stream);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // A frame much larger than the decoder's first buffer, so reserve() has to
@@ -525,7 +527,7 @@ Test(decoder, large_frame_in_random_splits) {
     }
     seq_free(&whole);
     free(stream);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, reserve_gives_room_to_read_into) {
@@ -551,7 +553,7 @@ Test(decoder, reserve_gives_room_to_read_into) {
     cr_assert_eq(m.msgid, 7);
     cr_assert_arr_eq(m.method, "task.get", 8);
     swd_decoder_free(d);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // Every msgpack type in params (the scanner must size each one exactly as
@@ -650,7 +652,7 @@ Test(decoder, every_msgpack_type_is_sized_right) {
     seq_free(&other);
     seq_free(&whole);
     free(stream);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // ---------------------------------------------------------------------------
@@ -741,7 +743,7 @@ Test(decoder, wrong_array_length) {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_bad(&cases[i]);
     }
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, wrong_kind) {
@@ -766,7 +768,7 @@ Test(decoder, wrong_kind) {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_bad(&cases[i]);
     }
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, bad_msgid) {
@@ -800,7 +802,7 @@ Test(decoder, bad_msgid) {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_bad(&cases[i]);
     }
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, method_not_a_string) {
@@ -818,7 +820,7 @@ Test(decoder, method_not_a_string) {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_bad(&cases[i]);
     }
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, top_level_not_an_array) {
@@ -837,7 +839,7 @@ Test(decoder, top_level_not_an_array) {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_bad(&cases[i]);
     }
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // params that is not an array decodes: the params helper reports it, so the
@@ -865,7 +867,7 @@ Test(decoder, params_not_an_array_decodes) {
     cr_assert_eq(swd_params_open(&p, m.params), SWD_EPARAMS);
     cr_assert_eq(swd_decoder_next(d, &m, NULL), 0);
     swd_decoder_free(d);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, undecodable_byte) {
@@ -892,7 +894,7 @@ Test(decoder, undecodable_byte) {
     cr_assert(pe.undecodable);
     cr_assert_not(pe.has_msgid);
     swd_decoder_free(d);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // Declared lengths past the limit are refused from the header alone: each
@@ -938,7 +940,7 @@ Test(decoder, too_large_from_header) {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_bad(&cases[i]);
     }
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // An array or map declaring more items than the limit's bytes could hold
@@ -960,7 +962,7 @@ Test(decoder, too_many_items_for_the_limit) {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_bad(&cases[i]);
     }
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // [0, 7, "m", [str8 of k bytes]]: 8 + k bytes in all.
@@ -991,7 +993,7 @@ Test(decoder, limit_is_inclusive) {
     bad_case_t c = {"one byte over", over, 8, max, 0, SWD_ETOOLARGE, false, true, 7};
     check_bad(&c); // refused from the 8 header bytes alone
     free(over);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // [0, 7, "m", params] where params opens `depth - 1` more containers
@@ -1068,7 +1070,7 @@ Test(decoder, nesting_limit) {
         seq_free(&s);
         free(abyss);
     }
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // ---------------------------------------------------------------------------
@@ -1126,7 +1128,7 @@ Test(decoder, random_bytes_never_crash) {
         }
         check_random_stream(buf, n, round % 2 ? 1024 : 0, &g);
     }
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(decoder, mutated_valid_streams_never_crash) {
@@ -1147,5 +1149,5 @@ Test(decoder, mutated_valid_streams_never_crash) {
     }
     free(copy);
     free(stream);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }

@@ -10,6 +10,7 @@
 #include "proto/decoder.h"
 #include "proto/encoder.h"
 #include "proto/params.h"
+#include "tests/unit/leak_check.h"
 #include "tests/unit/proto/vectors.h"
 
 static void assert_bytes(const swd_encoder_t *e, const tv_vector_t *v) {
@@ -109,39 +110,39 @@ static void check_one(const enc_case_t *c) {
 
 Test(encoder, request) {
     check_one(&cases[0]);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(encoder, result) {
     check_one(&cases[1]);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(encoder, error) {
     check_one(&cases[2]);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(encoder, error_with_data) {
     check_one(&cases[3]);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(encoder, error_without_message_uses_the_code) {
     check_one(&cases[4]);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(encoder, notify) {
     check_one(&cases[5]);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(encoder, msgid_widths) {
     for (size_t i = 6; i < NCASES; i++) {
         check_one(&cases[i]);
     }
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // Messages accumulate back to back until a reset.
@@ -161,7 +162,7 @@ Test(encoder, messages_accumulate) {
         off += cases[i].v->len;
     }
     swd_encoder_close(&e);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(encoder, reset_reuses_the_buffer) {
@@ -214,7 +215,7 @@ Test(encoder, reset_reuses_the_buffer) {
     encode_result(&e);
     assert_bytes(&e, &tv_result);
     swd_encoder_close(&e);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // Whatever is encoded decodes to the same thing.
@@ -320,7 +321,7 @@ Test(encoder, round_trip) {
     cr_assert_eq(swd_decoder_pending(d), 0);
     swd_decoder_free(d);
     swd_encoder_close(&e);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // Encoder output split across reads still decodes to the vectors.
@@ -347,7 +348,7 @@ Test(encoder, round_trip_bytewise) {
     cr_assert_eq(next, NCASES);
     swd_decoder_free(d);
     swd_encoder_close(&e);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(encoder, pack_helpers) {
@@ -381,5 +382,5 @@ Test(encoder, pack_helpers) {
     cr_assert_eq(e.buf.len, sizeof(want));
     cr_assert_arr_eq(e.buf.data, want, sizeof(want));
     swd_encoder_close(&e);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }

@@ -10,6 +10,7 @@
 
 #include "proto/errors.h"
 #include "proto/params.h"
+#include "tests/unit/leak_check.h"
 #include "tests/unit/proto/vectors.h"
 
 // ---------------------------------------------------------------------------
@@ -118,7 +119,7 @@ Test(params, open_array_of_one_map) {
     cr_assert_null(swd_params_find(&p, "nothing"), "nil counts as absent");
     cr_assert_null(swd_params_find(&p, "absent"));
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(params, open_empty_array_and_nil) {
@@ -146,7 +147,7 @@ Test(params, open_empty_array_and_nil) {
     cr_assert_eq(swd_params_str(&p, "name", true, &s, NULL), SWD_EPARAMS);
     assert_error_names(&p, "name");
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(params, open_refuses_non_arrays) {
@@ -174,7 +175,7 @@ Test(params, open_refuses_non_arrays) {
     cr_assert_eq(swd_params_open(&p, obj_end(&o)), SWD_EPARAMS);
     cr_assert_not_null(strstr(p.error, "params"), "error \"%s\"", p.error);
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(params, open_refuses_arrays_of_other_shapes) {
@@ -206,7 +207,7 @@ Test(params, open_refuses_arrays_of_other_shapes) {
     cr_assert_eq(swd_params_open_map(&p, obj_end(&o)), SWD_EPARAMS);
     cr_assert_not_null(strstr(p.error, "map"), "error \"%s\"", p.error);
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(params, open_map_directly) {
@@ -219,7 +220,7 @@ Test(params, open_map_directly) {
     cr_assert_eq(swd_params_uint(&p, "count", true, &count), 0);
     cr_assert_eq(count, 42);
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // ---------------------------------------------------------------------------
@@ -273,7 +274,7 @@ Test(params, get_str) {
     cr_assert_eq(swd_params_str(&p, "items", false, &s, &n), SWD_EPARAMS);
     assert_error_names(&p, "items");
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(params, get_strbuf) {
@@ -307,7 +308,7 @@ Test(params, get_strbuf) {
     assert_error_names(&p, "flag");
     cr_assert_str_eq(buf, "default");
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(params, get_uint) {
@@ -333,7 +334,7 @@ Test(params, get_uint) {
     assert_error_names(&p, "name");
     cr_assert_eq(v, 1000);
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(params, get_int) {
@@ -357,7 +358,7 @@ Test(params, get_int) {
     assert_error_names(&p, "flag");
     cr_assert_eq(v, -1000);
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(params, get_double) {
@@ -384,7 +385,7 @@ Test(params, get_double) {
     cr_assert_not_null(strstr(p.error, "number"), "error \"%s\"", p.error);
     cr_assert(v == 3.25);
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(params, get_bool) {
@@ -404,7 +405,7 @@ Test(params, get_bool) {
     assert_error_names(&p, "count");
     cr_assert_not(v);
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(params, get_enum) {
@@ -436,7 +437,7 @@ Test(params, get_enum) {
     cr_assert_not_null(strstr(p.error, "highest, higher"), "error \"%s\"", p.error);
     cr_assert_eq(v, 2);
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(params, get_array_map_any) {
@@ -477,7 +478,7 @@ Test(params, get_array_map_any) {
     cr_assert_eq(swd_params_any(&p, "nothing", true, &any), SWD_EPARAMS);
     assert_error_names(&p, "nothing");
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(params, map_find_and_streq) {
@@ -498,7 +499,7 @@ Test(params, map_find_and_streq) {
     cr_assert(swd_obj_streq(swd_map_find(map, "blob"), "xy"), "bin compares too");
     cr_assert_not(swd_obj_streq(swd_map_find(map, "count"), "42"));
     obj_free(&o);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 // ---------------------------------------------------------------------------
@@ -526,7 +527,7 @@ Test(errors, rpc_codes_match_design) {
     cr_assert_str_eq(swd_rpc_error_code(SWD_RPC_INVALID_REQUEST), "invalid_request");
     cr_assert_str_eq(swd_rpc_error_code(SWD_RPC_TOO_LARGE), "too_large");
     cr_assert_str_eq(swd_rpc_error_code(SWD_RPC_INTERNAL), "internal");
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(errors, rpc_codes_edges) {
@@ -543,7 +544,7 @@ Test(errors, rpc_codes_edges) {
     cr_assert_eq(swd_rpc_error_parse("not_found", 3), SWD_RPC_INTERNAL);
     static const char raw[] = {'c', 'o', 'n', 'f', 'l', 'i', 'c', 't'};
     cr_assert_eq(swd_rpc_error_parse(raw, sizeof(raw)), SWD_RPC_CONFLICT);
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }
 
 Test(errors, strerror_and_names) {
@@ -579,5 +580,5 @@ Test(errors, strerror_and_names) {
     cr_assert_str_eq(swd_strerror(-4095), "end of file");
     cr_assert_str_eq(swd_strerror(1), "unknown error");
     cr_assert_str_eq(swd_err_name(-6000), "UNKNOWN");
-    TV_LEAK_CHECK();
+    ASSERT_NO_LEAKS();
 }

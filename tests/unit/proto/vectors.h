@@ -15,25 +15,6 @@
 
 #include "proto/decoder.h"
 
-// LeakSanitizer check for the end of a test that allocates. Criterion runs
-// each test in a forked worker whose exit-time leak report would be lost, so
-// the test asks for a recoverable check itself and fails on a leak.
-// (The including file includes <criterion/criterion.h> for cr_assert_eq.)
-#if defined(__SANITIZE_ADDRESS__)
-#define TV_HAVE_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TV_HAVE_ASAN 1
-#endif
-#endif
-#if defined(TV_HAVE_ASAN)
-#include <sanitizer/lsan_interface.h>
-#define TV_LEAK_CHECK()                                                                            \
-    cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "LeakSanitizer found leaks")
-#else
-#define TV_LEAK_CHECK() ((void)0)
-#endif
-
 /// One complete msgpack-RPC frame and what a decoder must make of it.
 typedef struct tv_vector {
     const char *name;

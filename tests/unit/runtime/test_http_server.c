@@ -18,21 +18,7 @@
 #include <unistd.h>
 
 #include "runtime/http_server.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_LSAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_LSAN 1
-#endif
-#endif
-
-#ifdef HAVE_LSAN
-int __lsan_do_recoverable_leak_check(void);
-#define ASSERT_NO_LEAKS() cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leak detected")
-#else
-#define ASSERT_NO_LEAKS() ((void)0)
-#endif
+#include "tests/unit/leak_check.h"
 
 // ---------------------------------------------------------------------------
 // The server under test, on a loop in a thread.
@@ -312,15 +298,37 @@ static void wait_flag(atomic_int *flag, int ms, const char *what) {
     cr_assert(atomic_load(flag), "%s did not happen", what);
 }
 
+/// Sends `req` and reads the answer into `r` (free it with resp_free()); an
+/// answer must come, with `status`.
+static void request_expect(int fd, const char *req, int status, resp_t *r) {
+    cli_send(fd, req);
+    cr_assert(cli_response(fd, r, false), "no response to %s", req);
+    cr_assert_eq(r->status, status, "%s: %d", req, r->status);
+}
+
 static void get_ok(int fd, const char *path, const char *want_body) {
     char req[256];
     snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
-    cli_send(fd, req);
     resp_t r;
-    cr_assert(cli_response(fd, &r, false), "no response to %s", path);
-    cr_assert_eq(r.status, 200, "%s: %d", path, r.status);
+    request_expect(fd, req, 200, &r);
     cr_assert_str_eq(r.body, want_body);
     resp_free(&r);
+}
+
+/// Reads everything the server sends; it must then close the connection
+/// (before the receive timeout), and the text must begin with `status_line`
+/// ("HTTP/1.1 400 "). Returns the text, malloc'd and NUL-terminated.
+static char *read_until_closed(int fd, const char *status_line) {
+    bool closed;
+    char *all = cli_read_all(fd, &closed);
+    cr_assert(closed, "connection left open");
+    cr_assert_eq(strncmp(all, status_line, strlen(status_line)), 0, "%s", all);
+    return all;
+}
+
+/// The server answers with `status_line` and closes the connection.
+static void expect_answer_then_close(int fd, const char *status_line) {
+    free(read_until_closed(fd, status_line));
 }
 
 // ---------------------------------------------------------------------------
@@ -329,10 +337,8 @@ static void get_ok(int fd, const char *path, const char *want_body) {
 Test(http_server, get_200_with_body) {
     server_start(NULL);
     int fd = cli_connect();
-    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     resp_t r;
-    cr_assert(cli_response(fd, &r, false));
-    cr_assert_eq(r.status, 200);
+    request_expect(fd, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", 200, &r);
     cr_assert_not_null(strstr(r.head, "\r\nContent-Length: 12\r\n"), "%s", r.head);
     cr_assert_not_null(strstr(r.head, "\r\nContent-Type: text/plain\r\n"));
     cr_assert_not_null(strstr(r.head, "\r\nCache-Control: no-store\r\n"));
@@ -348,10 +354,7 @@ Test(http_server, head_has_headers_but_no_body) {
     server_start(NULL);
     int fd = cli_connect();
     cli_send(fd, "HEAD /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    bool closed;
-    char *all = cli_read_all(fd, &closed);
-    cr_assert(closed);
-    cr_assert_eq(strncmp(all, "HTTP/1.1 200 OK\r\n", 17), 0, "%s", all);
+    char *all = read_until_closed(fd, "HTTP/1.1 200 OK\r\n");
     cr_assert_not_null(strstr(all, "\r\nContent-Length: 12\r\n"), "%s", all);
     const char *end = strstr(all, "\r\n\r\n");
     cr_assert_not_null(end);
@@ -379,19 +382,18 @@ Test(http_server, head_then_get_on_one_connection) {
 Test(http_server, post_is_405_with_allow) {
     server_start(NULL);
     int fd = cli_connect();
-    cli_send(fd, "POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nabcde");
     resp_t r;
-    cr_assert(cli_response(fd, &r, false));
-    cr_assert_eq(r.status, 405);
+    request_expect(fd, "POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nabcde", 405,
+                   &r);
     cr_assert_not_null(strstr(r.head, "\r\nAllow: GET, HEAD\r\n"), "%s", r.head);
     resp_free(&r);
     // The body was read and dropped: the connection goes on.
     get_ok(fd, "/hello", "hello world\n");
     // A chunked body too.
-    cli_send(fd, "PUT /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 "3\r\nabc\r\n0\r\n\r\n");
-    cr_assert(cli_response(fd, &r, false));
-    cr_assert_eq(r.status, 405);
+    request_expect(fd,
+                   "PUT /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "3\r\nabc\r\n0\r\n\r\n",
+                   405, &r);
     resp_free(&r);
     get_ok(fd, "/hello", "hello world\n");
     close(fd);
@@ -402,10 +404,9 @@ Test(http_server, post_is_405_with_allow) {
 Test(http_server, body_over_limit_is_413_and_close) {
     server_start(NULL);
     int fd = cli_connect();
-    cli_send(fd, "POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\nabc");
     resp_t r;
-    cr_assert(cli_response(fd, &r, false));
-    cr_assert_eq(r.status, 413);
+    request_expect(fd, "POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\nabc", 413,
+                   &r);
     cr_assert_not_null(strstr(r.head, "Connection: close"));
     cr_assert(cli_eof(fd));
     resp_free(&r);
@@ -417,15 +418,11 @@ Test(http_server, body_over_limit_is_413_and_close) {
 Test(http_server, unknown_path_is_404) {
     server_start(NULL);
     int fd = cli_connect();
-    cli_send(fd, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
     resp_t r;
-    cr_assert(cli_response(fd, &r, false));
-    cr_assert_eq(r.status, 404);
+    request_expect(fd, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n", 404, &r);
     resp_free(&r);
     // A prefix route does not match the bare prefix without its slash.
-    cli_send(fd, "GET /tasks HTTP/1.1\r\nHost: t\r\n\r\n");
-    cr_assert(cli_response(fd, &r, false));
-    cr_assert_eq(r.status, 404);
+    request_expect(fd, "GET /tasks HTTP/1.1\r\nHost: t\r\n\r\n", 404, &r);
     resp_free(&r);
     close(fd);
     server_stop();
@@ -436,20 +433,14 @@ Test(http_server, malformed_request_line_is_400_and_close) {
     server_start(NULL);
     int fd = cli_connect();
     cli_send(fd, "GARBAGE\r\n\r\n");
-    bool closed;
-    char *all = cli_read_all(fd, &closed);
-    cr_assert(closed, "connection left open");
-    cr_assert_eq(strncmp(all, "HTTP/1.1 400 ", 13), 0, "%s", all);
+    char *all = read_until_closed(fd, "HTTP/1.1 400 ");
     cr_assert_not_null(strstr(all, "Connection: close"));
     free(all);
     close(fd);
     // A bad escape in the path is malformed too.
     fd = cli_connect();
     cli_send(fd, "GET /tasks/%zz HTTP/1.1\r\nHost: t\r\n\r\n");
-    all = cli_read_all(fd, &closed);
-    cr_assert(closed);
-    cr_assert_eq(strncmp(all, "HTTP/1.1 400 ", 13), 0, "%s", all);
-    free(all);
+    expect_answer_then_close(fd, "HTTP/1.1 400 ");
     close(fd);
     server_stop();
     ASSERT_NO_LEAKS();
@@ -475,11 +466,7 @@ Test(http_server, headers_over_32k_are_431) {
     cr_assert_gt(n, (size_t)40 * 1024);
     cli_send_n(fd, req, n);
     free(req);
-    bool closed;
-    char *all = cli_read_all(fd, &closed);
-    cr_assert(closed);
-    cr_assert_eq(strncmp(all, "HTTP/1.1 431 ", 13), 0, "%s", all);
-    free(all);
+    expect_answer_then_close(fd, "HTTP/1.1 431 ");
     close(fd);
     server_stop();
     ASSERT_NO_LEAKS();
@@ -520,10 +507,8 @@ Test(http_server, pipelined_requests_answered_in_order) {
 Test(http_server, connection_close_is_honoured) {
     server_start(NULL);
     int fd = cli_connect();
-    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     resp_t r;
-    cr_assert(cli_response(fd, &r, false));
-    cr_assert_eq(r.status, 200);
+    request_expect(fd, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 200, &r);
     cr_assert_not_null(strstr(r.head, "\r\nConnection: close\r\n"));
     cr_assert(cli_eof(fd), "connection left open");
     resp_free(&r);
@@ -535,10 +520,8 @@ Test(http_server, connection_close_is_honoured) {
 Test(http_server, http10_closes_unless_keep_alive) {
     server_start(NULL);
     int fd = cli_connect();
-    cli_send(fd, "GET /hello HTTP/1.0\r\n\r\n");
     resp_t r;
-    cr_assert(cli_response(fd, &r, false));
-    cr_assert_eq(r.status, 200);
+    request_expect(fd, "GET /hello HTTP/1.0\r\n\r\n", 200, &r);
     cr_assert(cli_eof(fd));
     resp_free(&r);
     close(fd);
@@ -547,9 +530,7 @@ Test(http_server, http10_closes_unless_keep_alive) {
     cr_assert(cli_response(fd, &r, false));
     cr_assert_not_null(strstr(r.head, "\r\nConnection: keep-alive\r\n"), "%s", r.head);
     resp_free(&r);
-    cli_send(fd, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-    cr_assert(cli_response(fd, &r, false));
-    cr_assert_eq(r.status, 200);
+    request_expect(fd, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 200, &r);
     resp_free(&r);
     close(fd);
     server_stop();
@@ -641,10 +622,7 @@ Test(http_server, head_of_a_stream_sends_headers_then_closes) {
     server_start(NULL);
     int fd = cli_connect();
     cli_send(fd, "HEAD /sse HTTP/1.1\r\nHost: t\r\n\r\n");
-    bool closed;
-    char *all = cli_read_all(fd, &closed);
-    cr_assert(closed);
-    cr_assert_eq(strncmp(all, "HTTP/1.1 200 OK\r\n", 17), 0, "%s", all);
+    char *all = read_until_closed(fd, "HTTP/1.1 200 OK\r\n");
     cr_assert_str_eq(strstr(all, "\r\n\r\n"), "\r\n\r\n", "HEAD answer carries a body");
     free(all);
     close(fd);
@@ -656,11 +634,11 @@ Test(http_server, head_of_a_stream_sends_headers_then_closes) {
 Test(http_server, upgrade_request_is_answered_then_closed) {
     server_start(NULL);
     int fd = cli_connect();
-    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
-                 "Upgrade: websocket\r\n\r\n");
     resp_t r;
-    cr_assert(cli_response(fd, &r, false));
-    cr_assert_eq(r.status, 200);
+    request_expect(fd,
+                   "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
+                   "Upgrade: websocket\r\n\r\n",
+                   200, &r);
     cr_assert_not_null(strstr(r.head, "Connection: close"));
     cr_assert(cli_eof(fd));
     resp_free(&r);
@@ -716,16 +694,11 @@ Test(http_server, incomplete_headers_get_408_idle_connection_closes) {
     server_start(&opts);
     int fd = cli_connect();
     cli_send(fd, "GET /hello HTTP/1.1\r\nHost: t\r\n");
-    bool closed;
-    char *all = cli_read_all(fd, &closed);
-    cr_assert(closed);
-    cr_assert_eq(strncmp(all, "HTTP/1.1 408 ", 13), 0, "%s", all);
-    free(all);
+    expect_answer_then_close(fd, "HTTP/1.1 408 ");
     close(fd);
     // Nothing sent: closed without a word.
     fd = cli_connect();
-    all = cli_read_all(fd, &closed);
-    cr_assert(closed);
+    char *all = read_until_closed(fd, "");
     cr_assert_str_eq(all, "");
     free(all);
     close(fd);
@@ -746,11 +719,7 @@ Test(http_server, connections_over_limit_get_503) {
     int b = cli_connect();
     get_ok(b, "/hello", "hello world\n");
     int c = cli_connect();
-    bool closed;
-    char *all = cli_read_all(c, &closed);
-    cr_assert(closed);
-    cr_assert_eq(strncmp(all, "HTTP/1.1 503 ", 13), 0, "%s", all);
-    free(all);
+    expect_answer_then_close(c, "HTTP/1.1 503 ");
     close(c);
     close(a);
     // A slot is free again once a connection has gone.

@@ -29,21 +29,7 @@
 #include "runtime/rng.h"
 #include "scheduler/scheduler.h"
 #include "tests/unit/scheduler/fake_agent.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_LSAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_LSAN 1
-#endif
-#endif
-
-#ifdef HAVE_LSAN
-int __lsan_do_recoverable_leak_check(void);
-#define ASSERT_NO_LEAKS() cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leak detected")
-#else
-#define ASSERT_NO_LEAKS() ((void)0)
-#endif
+#include "tests/unit/leak_check.h"
 
 #define START_WALL INT64_C(1700000000000)
 #define EPS 1e-9
@@ -250,6 +236,15 @@ static swd_task_t *submit_spec(const swd_task_spec_t *spec) {
 
 static swd_task_t *submit(const char *type, int prio) {
     swd_task_spec_t spec = spec_of(type, prio);
+    return submit_spec(&spec);
+}
+
+/// Submits a task that waits for the `nafter` tasks whose seqs are `after`.
+static swd_task_t *submit_after(const char *type, int prio, const uint64_t *after,
+                                uint32_t nafter) {
+    swd_task_spec_t spec = spec_of(type, prio);
+    spec.after = after;
+    spec.nafter = nafter;
     return submit_spec(&spec);
 }
 
@@ -906,10 +901,7 @@ Test(scheduler, a_dependent_waits_for_success) {
     setup();
     fake_link_t *l = fake_agent_add(&H.agents, &H.clock, "w1", NULL, 2);
     swd_task_t *a = submit("work", SWD_PRIO_MEDIUM);
-    swd_task_spec_t sb = spec_of("work", SWD_PRIO_CRITICAL);
-    sb.after = &a->seq;
-    sb.nafter = 1;
-    swd_task_t *b = submit_spec(&sb);
+    swd_task_t *b = submit_after("work", SWD_PRIO_CRITICAL, &a->seq, 1);
     cr_assert_str_eq(state_of(b), "deferred");
     cr_assert_str_eq(b->deferred_reason, "dependencies");
     long d = find_event(b->id, "deferred", 0);
@@ -938,10 +930,7 @@ Test(scheduler, a_dependent_of_a_failed_task_fails) {
     setup();
     fake_link_t *l = fake_agent_add(&H.agents, &H.clock, "w1", NULL, 1);
     swd_task_t *a = submit("work", SWD_PRIO_MEDIUM);
-    swd_task_spec_t sc = spec_of("work", SWD_PRIO_MEDIUM);
-    sc.after = &a->seq;
-    sc.nafter = 1;
-    swd_task_t *c = submit_spec(&sc);
+    swd_task_t *c = submit_after("work", SWD_PRIO_MEDIUM, &a->seq, 1);
     cr_assert_str_eq(state_of(c), "deferred");
     step_until_runs(l, 1, 1000);
     fake_fail(l, &l->runs[0], "bad_input", false, 0);
@@ -953,7 +942,7 @@ Test(scheduler, a_dependent_of_a_failed_task_fails) {
     cr_assert_eq(count_events(c->id, "running"), 0);
 
     // Submitted after its dependency already failed: fails at once.
-    swd_task_t *e = submit_spec(&sc);
+    swd_task_t *e = submit_after("work", SWD_PRIO_MEDIUM, &a->seq, 1);
     cr_assert_str_eq(state_of(e), "failed");
     cr_assert_str_eq(e->error_code, "dependency_failed");
     swd_clock_advance(&H.clock, 10000);
@@ -979,10 +968,7 @@ Test(scheduler, a_cancelled_dependent_is_forgotten_by_its_dependency) {
     enum { NC = 16 };
     char c_id[NC][24];
     for (int i = 0; i < NC; i++) {
-        swd_task_spec_t sc = spec_of("work", SWD_PRIO_MEDIUM);
-        sc.after = &a_seq;
-        sc.nafter = 1;
-        swd_task_t *c = submit_spec(&sc);
+        swd_task_t *c = submit_after("work", SWD_PRIO_MEDIUM, &a_seq, 1);
         cr_assert_str_eq(state_of(c), "deferred");
         snprintf(c_id[i], sizeof(c_id[i]), "%s", c->id);
         cr_assert(swd_sched_cancel(&H.sched, c));
@@ -994,10 +980,7 @@ Test(scheduler, a_cancelled_dependent_is_forgotten_by_its_dependency) {
     }
     // A new task waiting on B (which has not even started) may get the
     // memory of one of them.
-    swd_task_spec_t sw = spec_of("work", SWD_PRIO_MEDIUM);
-    sw.after = &b_seq;
-    sw.nafter = 1;
-    swd_task_t *w = submit_spec(&sw);
+    swd_task_t *w = submit_after("work", SWD_PRIO_MEDIUM, &b_seq, 1);
     cr_assert_str_eq(state_of(w), "deferred");
     // A finishes: B may start now, W may not.
     fake_ok(l, &l->runs[0], "a done");
@@ -1029,10 +1012,7 @@ Test(scheduler, a_dependent_failed_by_another_dependency_is_forgotten) {
     enum { NC = 16 };
     swd_task_t *c[NC];
     for (int i = 0; i < NC; i++) {
-        swd_task_spec_t sc = spec_of("work", SWD_PRIO_MEDIUM);
-        sc.after = deps;
-        sc.nafter = 2;
-        c[i] = submit_spec(&sc);
+        c[i] = submit_after("work", SWD_PRIO_MEDIUM, deps, 2);
         cr_assert_str_eq(state_of(c[i]), "deferred");
     }
     fake_fail(l, fake_find(l, b->id, 1), "bad_input", false, 0);
@@ -1044,10 +1024,7 @@ Test(scheduler, a_dependent_failed_by_another_dependency_is_forgotten) {
     cr_assert_str_eq(l->runs[2].task_id, d->id);
     swd_clock_advance(&H.clock, 2000); // B and the dependents are gone
     cr_assert_eq(H.sched.count[SWD_TASK_FAILED], 0);
-    swd_task_spec_t sw = spec_of("work", SWD_PRIO_MEDIUM);
-    sw.after = &d_seq;
-    sw.nafter = 1;
-    swd_task_t *w = submit_spec(&sw);
+    swd_task_t *w = submit_after("work", SWD_PRIO_MEDIUM, &d_seq, 1);
     cr_assert_str_eq(state_of(w), "deferred");
     // A finishes: nothing else may change.
     fake_ok(l, fake_find(l, a->id, 1), "a done");
@@ -1080,19 +1057,13 @@ Test(scheduler, a_dependent_failed_at_submit_is_forgotten) {
     // After {A (running), X (failed)}: failed at submit.
     enum { NC = 16 };
     for (int i = 0; i < NC; i++) {
-        swd_task_spec_t sc = spec_of("work", SWD_PRIO_MEDIUM);
-        sc.after = deps;
-        sc.nafter = 2;
-        swd_task_t *c = submit_spec(&sc);
+        swd_task_t *c = submit_after("work", SWD_PRIO_MEDIUM, deps, 2);
         cr_assert_str_eq(state_of(c), "failed");
         cr_assert_str_eq(c->error_code, "dependency_failed");
     }
     swd_clock_advance(&H.clock, 2000); // they are gone
     cr_assert_eq(H.sched.count[SWD_TASK_FAILED], 0);
-    swd_task_spec_t sw = spec_of("work", SWD_PRIO_MEDIUM);
-    sw.after = &b_seq;
-    sw.nafter = 1;
-    swd_task_t *w = submit_spec(&sw);
+    swd_task_t *w = submit_after("work", SWD_PRIO_MEDIUM, &b_seq, 1);
     fake_ok(l, &l->runs[1], "a done");
     turn();
     cr_assert_str_eq(state_of(a), "succeeded");
@@ -1182,32 +1153,55 @@ Test(scheduler, a_finished_task_is_kept_for_retain_finished_ms) {
 
 enum { SIM_AGENTS = 20, SIM_TASKS = 10000 };
 
-static void sim_scenario(uint64_t seed_base, uint64_t *hash, uint64_t *nrunning) {
-    swd_sched_config_t cfg = default_cfg();
-    setup_with(&cfg, false);
-    H.nsucceeded = SIM_TASKS + 1;
+/// Sets up a simulation of `ntasks` tasks: counters per task, no event log.
+static void sim_setup(const swd_sched_config_t *cfg, size_t ntasks) {
+    setup_with(cfg, false);
+    H.nsucceeded = ntasks + 1;
     H.succeeded = swd_xcalloc(H.nsucceeded, 1);
     H.terminal = swd_xcalloc(H.nsucceeded, 1);
+}
+
+/// A simulated agent answering in 50 ms (spread 0.3), four tasks at a time.
+static swd_sim_params_t sim_params(uint64_t seed) {
+    swd_sim_params_t p;
+    swd_sim_params_init(&p);
+    p.seed = seed;
+    p.latency_ms = 50;
+    p.latency_spread = 0.3;
+    p.capacity = 4;
+    return p;
+}
+
+/// Adds simulated agent "sim-<i>" with four slots.
+static swd_agent_t *sim_agent_add(int i, const swd_sim_params_t *p) {
+    char name[16];
+    snprintf(name, sizeof(name), "sim-%d", i);
+    swd_agent_spec_t spec = {.name = name, .max_concurrency = 4};
+    swd_agent_t *a = swd_sim_agent_add(&H.agents, &H.clock, &spec, p);
+    cr_assert_not_null(a);
+    return a;
+}
+
+/// Steps timer by timer until none is left.
+static void sim_run_to_end(void) {
+    uint64_t steps = 0;
+    while (swd_clock_step(&H.clock)) {
+        cr_assert_lt(++steps, 10000000, "the simulation does not settle");
+    }
+}
+
+static void sim_scenario(uint64_t seed_base, uint64_t *hash, uint64_t *nrunning) {
+    swd_sched_config_t cfg = default_cfg();
+    sim_setup(&cfg, SIM_TASKS);
     for (int i = 0; i < SIM_AGENTS; i++) {
-        swd_sim_params_t p;
-        swd_sim_params_init(&p);
-        p.seed = seed_base + (uint64_t)i;
-        p.latency_ms = 50;
-        p.latency_spread = 0.3;
-        p.capacity = 4;
-        char name[16];
-        snprintf(name, sizeof(name), "sim-%d", i);
-        swd_agent_spec_t spec = {.name = name, .max_concurrency = 4};
-        cr_assert_not_null(swd_sim_agent_add(&H.agents, &H.clock, &spec, &p));
+        swd_sim_params_t p = sim_params(seed_base + (uint64_t)i);
+        sim_agent_add(i, &p);
     }
     static const char *const types[] = {"summarize", "translate", "classify"};
     for (int i = 0; i < SIM_TASKS; i++) {
         submit(types[i % 3], i % SWD_PRIO_COUNT);
     }
-    uint64_t steps = 0;
-    while (swd_clock_step(&H.clock)) {
-        cr_assert_lt(++steps, 10000000, "the simulation does not settle");
-    }
+    sim_run_to_end();
     for (uint64_t seq = 1; seq <= SIM_TASKS; seq++) {
         cr_assert_eq(H.succeeded[seq], 1, "task t-%llu succeeded %u times", (unsigned long long)seq,
                      H.succeeded[seq]);
@@ -1250,18 +1244,10 @@ enum { CHAOS_TASKS = 5000 };
 static void chaos_scenario(uint64_t seed_base, uint64_t *hash) {
     swd_sched_config_t cfg = default_cfg();
     cfg.seed = seed_base;
-    setup_with(&cfg, false);
-    H.nsucceeded = CHAOS_TASKS + 1;
-    H.succeeded = swd_xcalloc(H.nsucceeded, 1);
-    H.terminal = swd_xcalloc(H.nsucceeded, 1);
+    sim_setup(&cfg, CHAOS_TASKS);
     swd_agent_t *crasher = NULL;
     for (int i = 0; i < SIM_AGENTS; i++) {
-        swd_sim_params_t p;
-        swd_sim_params_init(&p);
-        p.seed = seed_base + (uint64_t)i;
-        p.latency_ms = 50;
-        p.latency_spread = 0.3;
-        p.capacity = 4;
+        swd_sim_params_t p = sim_params(seed_base + (uint64_t)i);
         p.fail_rate = 0.05;
         p.fatal_rate = 0.005;
         p.hang_rate = 0.01;
@@ -1272,11 +1258,7 @@ static void chaos_scenario(uint64_t seed_base, uint64_t *hash) {
             p.overload_at = 2;
             p.retry_after_ms = 500;
         }
-        char name[16];
-        snprintf(name, sizeof(name), "sim-%d", i);
-        swd_agent_spec_t spec = {.name = name, .max_concurrency = 4};
-        swd_agent_t *a = swd_sim_agent_add(&H.agents, &H.clock, &spec, &p);
-        cr_assert_not_null(a);
+        swd_agent_t *a = sim_agent_add(i, &p);
         if (i == 0) {
             crasher = a;
         }
@@ -1290,10 +1272,7 @@ static void chaos_scenario(uint64_t seed_base, uint64_t *hash) {
     // Past the crash, before the dead agent is forgotten.
     swd_clock_advance(&H.clock, 20000);
     cr_assert_eq(crasher->state, SWD_AGENT_DEAD);
-    uint64_t steps = 0;
-    while (swd_clock_step(&H.clock)) {
-        cr_assert_lt(++steps, 10000000, "the simulation does not settle");
-    }
+    sim_run_to_end();
     for (uint64_t seq = 1; seq <= CHAOS_TASKS; seq++) {
         cr_assert_eq(H.terminal[seq], 1, "task t-%llu ended %u times", (unsigned long long)seq,
                      H.terminal[seq]);
