@@ -19,6 +19,11 @@ void swd_buf_reset(swd_buf_t *b) {
     b->len = 0;
 }
 
+void swd_buf_consume(swd_buf_t *b, size_t n) {
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+}
+
 void swd_buf_append(swd_buf_t *b, const void *data, size_t n) {
     if (b->cap - b->len < n) {
         size_t cap = b->cap ? b->cap : 256;

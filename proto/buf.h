@@ -16,6 +16,8 @@ void swd_buf_init(swd_buf_t *b);
 void swd_buf_close(swd_buf_t *b);
 /// Forgets the content, keeps the memory for reuse.
 void swd_buf_reset(swd_buf_t *b);
+/// Drops the first `n` bytes (n <= len).
+void swd_buf_consume(swd_buf_t *b, size_t n);
 void swd_buf_append(swd_buf_t *b, const void *data, size_t n);
 /// msgpack_packer write callback; `data` is the swd_buf_t.
 int swd_buf_write_cb(void *data, const char *bytes, size_t n);

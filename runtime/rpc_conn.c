@@ -10,6 +10,7 @@
 
 #define DEFAULT_MAX_WRITE (64u * 1024u * 1024u)
 #define READ_CHUNK 65536
+#define KEEP_WRITE_BUFFER 65536 // a connection's write buffer kept for reuse
 
 typedef struct pending_call {
     swd_rpc_response_cb cb;
@@ -48,9 +49,12 @@ struct swd_rpc_conn {
     char name[80];
     void *user;
     int64_t last_read_ms;
+    bool batched; // in opts.batch's list (holding a reference)
+    swd_rpc_conn_t *batch_next;
 };
 
 static void on_handle_close(uv_handle_t *h);
+static void write_now(swd_rpc_conn_t *c);
 
 static uv_stream_t *out_stream(swd_rpc_conn_t *c) {
     return c->kind == SWD_CONN_PIPES ? (uv_stream_t *)&c->out : &c->in.stream;
@@ -181,6 +185,10 @@ void swd_rpc_conn_close(swd_rpc_conn_t *c, const char *reason) {
     if (c->closing) {
         return;
     }
+    write_now(c); // what the peer was sent before the close goes out if it can
+    if (c->closing) {
+        return; // that write closed it (an error, or close_after_flush)
+    }
     c->closing = true;
     c->close_reason = reason;
     swd_rpc_conn_ref(c);
@@ -232,12 +240,34 @@ static void on_write(uv_write_t *req, int status) {
     }
 }
 
-static void kick_write(swd_rpc_conn_t *c) {
+// Writes what is buffered: at once as far as the socket takes it, the rest
+// with uv_write() (one write in flight at a time; on_write() goes on).
+static void write_now(swd_rpc_conn_t *c) {
     if (c->wbuf != NULL || c->enc.buf.len == 0 || c->closing) {
         return;
     }
+    uv_buf_t b = uv_buf_init(c->enc.buf.data, (unsigned)c->enc.buf.len);
+    int n = uv_try_write(out_stream(c), &b, 1);
+    if (n < 0 && n != UV_EAGAIN) {
+        swd_rpc_conn_close(c, uv_strerror(n));
+        return;
+    }
+    if (n == (int)c->enc.buf.len) {
+        if (c->enc.buf.cap > KEEP_WRITE_BUFFER) {
+            swd_buf_close(&c->enc.buf); // a big answer's memory goes back
+        } else {
+            swd_buf_reset(&c->enc.buf);
+        }
+        if (c->close_after_flush) {
+            swd_rpc_conn_close(c, c->close_reason);
+        }
+        return;
+    }
+    if (n > 0) {
+        swd_buf_consume(&c->enc.buf, (size_t)n);
+    }
     c->wbuf = swd_buf_steal(&c->enc.buf, &c->wlen);
-    uv_buf_t b = uv_buf_init(c->wbuf, (unsigned)c->wlen);
+    b = uv_buf_init(c->wbuf, (unsigned)c->wlen);
     c->wreq.data = c;
     int r = uv_write(&c->wreq, out_stream(c), &b, 1, on_write);
     if (r < 0) {
@@ -246,6 +276,50 @@ static void kick_write(swd_rpc_conn_t *c) {
         c->wlen = 0;
         swd_rpc_conn_close(c, uv_strerror(r));
     }
+}
+
+static void on_batch_prepare(uv_prepare_t *h) {
+    swd_rpc_batch_t *b = h->data;
+    while (b->head != NULL) {
+        swd_rpc_conn_t *c = b->head;
+        b->head = c->batch_next;
+        c->batch_next = NULL;
+        c->batched = false;
+        write_now(c);
+        swd_rpc_conn_unref(c);
+    }
+    uv_prepare_stop(&b->prepare);
+}
+
+void swd_rpc_batch_init(uv_loop_t *loop, swd_rpc_batch_t *b) {
+    memset(b, 0, sizeof(*b));
+    uv_prepare_init(loop, &b->prepare);
+    b->prepare.data = b;
+}
+
+void swd_rpc_batch_close(swd_rpc_batch_t *b, uv_close_cb on_closed) {
+    on_batch_prepare(&b->prepare);
+    b->closed = true;
+    uv_close((uv_handle_t *)&b->prepare, on_closed);
+}
+
+// Sends what is buffered: on the batch's next flush, or at once.
+static void kick_write(swd_rpc_conn_t *c) {
+    swd_rpc_batch_t *b = c->opts.batch;
+    if (b == NULL || b->closed) {
+        write_now(c);
+        return;
+    }
+    if (c->batched || c->wbuf != NULL || c->enc.buf.len == 0 || c->closing) {
+        return; // queued already, or on_write() sends the rest
+    }
+    if (b->head == NULL) {
+        uv_prepare_start(&b->prepare, on_batch_prepare);
+    }
+    c->batched = true;
+    swd_rpc_conn_ref(c);
+    c->batch_next = b->head;
+    b->head = c;
 }
 
 static swd_encoder_t *encoder_for(swd_rpc_conn_t *c) {

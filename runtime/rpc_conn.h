@@ -47,9 +47,28 @@ typedef enum swd_rpc_conn_kind {
     SWD_CONN_PIPES, ///< separate read and write pipes
 } swd_rpc_conn_kind_t;
 
+/// Writes of many connections gathered and flushed once per loop turn,
+/// just before the loop polls: whatever one turn's callbacks send to a peer
+/// leaves in one write(2), tried at once with uv_try_write() (no write
+/// request, no callback, no epoll re-arm); only what the socket does not
+/// take waits for uv_write(). One per loop, owned by whoever owns the
+/// connections (the RPC server).
+typedef struct swd_rpc_batch {
+    uv_prepare_t prepare;
+    struct swd_rpc_conn *head; // connections with bytes to flush
+    bool closed;
+} swd_rpc_batch_t;
+
+void swd_rpc_batch_init(uv_loop_t *loop, swd_rpc_batch_t *b);
+/// Flushes what is queued (best effort, without waiting) and closes the
+/// handle; `on_closed` runs when it is closed (may be NULL). Connections
+/// that still send afterwards write at once.
+void swd_rpc_batch_close(swd_rpc_batch_t *b, uv_close_cb on_closed);
+
 typedef struct swd_rpc_conn_opts {
     size_t max_message_bytes;      ///< 0: the proto default (16 MiB)
     size_t max_write_buffer_bytes; ///< 0: 64 MiB
+    swd_rpc_batch_t *batch;        ///< NULL: every send writes at once
     swd_rpc_dispatch_cb dispatch;
     swd_rpc_close_cb on_close; ///< may be NULL
     swd_rpc_reply_cb on_reply; ///< may be NULL

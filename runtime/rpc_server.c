@@ -1,3 +1,4 @@
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,7 @@ struct swd_rpc_server {
     bool closing;
     session_t *sessions;
     uint32_t nconns;
+    swd_rpc_batch_t batch; // every session's writes, flushed once per loop turn
     swd_rpc_observe_cb observe;
     void *observe_data;
 };
@@ -67,6 +69,8 @@ swd_rpc_server_t *swd_rpc_server_new(uv_loop_t *loop, const swd_rpc_server_opts_
     s->opts.token = s->token;
     s->opts.agent_token = s->agent_token;
     swd_rpc_server_add_method(s, "swarm.hello", SWD_METHOD_OPEN, hello, s);
+    swd_rpc_batch_init(loop, &s->batch);
+    s->open_handles++; // the batch's handle
     return s;
 }
 
@@ -119,6 +123,13 @@ static void on_listener_close(uv_handle_t *h) {
     maybe_free(s);
 }
 
+static void on_batch_close(uv_handle_t *h) {
+    // The handle's data is the batch (for its flush); the server holds it.
+    swd_rpc_server_t *s = (swd_rpc_server_t *)((char *)h->data - offsetof(swd_rpc_server_t, batch));
+    s->open_handles--;
+    maybe_free(s);
+}
+
 void swd_rpc_server_stop_listening(swd_rpc_server_t *s) {
     if (s->tcp_open) {
         s->tcp_open = false;
@@ -139,6 +150,7 @@ void swd_rpc_server_close(swd_rpc_server_t *s) {
     while (s->sessions != NULL) {
         swd_rpc_conn_close(s->sessions->conn, "server closing");
     }
+    swd_rpc_batch_close(&s->batch, on_batch_close);
     s->open_handles--;
     maybe_free(s);
 }
@@ -349,6 +361,7 @@ static session_t *session_new(swd_rpc_server_t *s, swd_rpc_conn_kind_t kind) {
     swd_rpc_conn_opts_t o = {
         .max_message_bytes = s->opts.max_message_bytes,
         .max_write_buffer_bytes = s->opts.max_write_buffer_bytes,
+        .batch = &s->batch,
         .dispatch = on_dispatch,
         .on_close = session_closed,
         .on_reply = on_reply,
