@@ -884,7 +884,11 @@ static int cmd_wait(ctl_t *ctl, int argc, char **argv) {
     return r;
 }
 
-static int cmd_stats(ctl_t *ctl, int argc, char **argv) {
+// A command that takes only the common options and calls `method` without
+// parameters. PARSED when `reply` holds the result for the caller to print as
+// text; otherwise the exit code, with the help, the error answer or (--json)
+// the result already printed.
+static int call_no_args(ctl_t *ctl, int argc, char **argv, const char *method, swd_reply_t *reply) {
     size_t npos = 0;
     for (int i = 0; i < argc; i++) {
         int r = take_common(ctl, argc, argv, &i, NULL, 0, &npos);
@@ -892,12 +896,25 @@ static int cmd_stats(ctl_t *ctl, int argc, char **argv) {
             return r;
         }
     }
-    swd_reply_t reply;
-    int r = ctl_call(ctl, "swarm.stats", NULL, NULL, &reply, CALL_TIMEOUT_MS);
-    if (r == EXIT_OK) {
-        print_result(ctl, reply.result, true);
+    int r = ctl_call(ctl, method, NULL, NULL, reply, CALL_TIMEOUT_MS);
+    if (r != EXIT_OK) {
+        return r;
     }
-    return r;
+    if (ctl->json) {
+        print_obj_json(reply->result, false);
+        return EXIT_OK;
+    }
+    return PARSED;
+}
+
+static int cmd_stats(ctl_t *ctl, int argc, char **argv) {
+    swd_reply_t reply;
+    int r = call_no_args(ctl, argc, argv, "swarm.stats", &reply);
+    if (r != PARSED) {
+        return r;
+    }
+    print_kv(reply.result, NULL, true);
+    return EXIT_OK;
 }
 
 // ---------------------------------------------------------------------------
@@ -1086,19 +1103,9 @@ static void print_agents_table(const msgpack_object *result, size_t max_rows) {
 }
 
 static int cmd_agents(ctl_t *ctl, int argc, char **argv) {
-    size_t npos = 0;
-    for (int i = 0; i < argc; i++) {
-        int r = take_common(ctl, argc, argv, &i, NULL, 0, &npos);
-        if (r != PARSED) {
-            return r;
-        }
-    }
     swd_reply_t reply;
-    int r = ctl_call(ctl, "agent.list", NULL, NULL, &reply, CALL_TIMEOUT_MS);
-    if (r != EXIT_OK || ctl->json) {
-        if (r == EXIT_OK) {
-            print_obj_json(reply.result, false);
-        }
+    int r = call_no_args(ctl, argc, argv, "agent.list", &reply);
+    if (r != PARSED) {
         return r;
     }
     print_agents_table(reply.result, 0);
@@ -1147,19 +1154,9 @@ static void print_stats_summary(const json_t *stats) {
 }
 
 static int cmd_status(ctl_t *ctl, int argc, char **argv) {
-    size_t npos = 0;
-    for (int i = 0; i < argc; i++) {
-        int r = take_common(ctl, argc, argv, &i, NULL, 0, &npos);
-        if (r != PARSED) {
-            return r;
-        }
-    }
     swd_reply_t reply;
-    int r = ctl_call(ctl, "swarm.stats", NULL, NULL, &reply, CALL_TIMEOUT_MS);
-    if (r != EXIT_OK || ctl->json) {
-        if (r == EXIT_OK) {
-            print_obj_json(reply.result, false);
-        }
+    int r = call_no_args(ctl, argc, argv, "swarm.stats", &reply);
+    if (r != PARSED) {
         return r;
     }
     // The reply's memory is reused by the next call: keep stats as JSON.

@@ -514,6 +514,36 @@ const char *swd_config_flag_key(const char *flag) {
     return NULL;
 }
 
+int swd_config_overrides_add(swd_config_overrides_t *o, const char *flag, const char *value) {
+    const char *key = swd_config_flag_key(flag);
+    if (key == NULL) {
+        return SWD_ENOTFOUND;
+    }
+    for (int i = 0; i < o->n; i++) {
+        if (o->keys[i] == key) {
+            o->values[i] = value; // the last of a repeated flag wins
+            return 0;
+        }
+    }
+    if (o->n == SWD_CONFIG_MAX_OVERRIDES) {
+        return SWD_EOVERFLOW; // more keys with flags than the list holds
+    }
+    o->keys[o->n] = key;
+    o->values[o->n++] = value;
+    return 0;
+}
+
+int swd_config_overrides_apply(const swd_config_overrides_t *o, swd_config_t *c, swd_diag_t *d) {
+    int first = 0;
+    for (int i = 0; i < o->n; i++) {
+        int r = swd_config_set(c, o->keys[i], o->values[i], SWD_CONFIG_FLAG, d);
+        if (first == 0) {
+            first = r;
+        }
+    }
+    return first;
+}
+
 const char *swd_config_source_name(swd_config_source_t s) {
     static const char *const names[] = {"default", "file", "env", "flag", "runtime"};
     return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";

@@ -284,6 +284,28 @@ const char *swd_config_flag_key(const char *flag);
 /// True when `key` is in the main table (pool keys depend on the config).
 bool swd_config_has_key(const char *key);
 
+/// How many keys may be set by flags (more than the table has flags for).
+#define SWD_CONFIG_MAX_OVERRIDES 8
+
+/// The flags of one command line that set keys (--listen, --http, --unix,
+/// --log-level), in order, to be applied after the file and the environment.
+/// Zero-initialise it; it owns nothing: keys are the table's names and values
+/// are borrowed (argv), so both must outlive it.
+typedef struct swd_config_overrides {
+    const char *keys[SWD_CONFIG_MAX_OVERRIDES];
+    const char *values[SWD_CONFIG_MAX_OVERRIDES];
+    int n;
+} swd_config_overrides_t;
+
+/// Records `value` for the key that `flag` ("listen" or "--listen") sets; a
+/// flag given twice keeps its last value, so a command line never fills the
+/// list. Returns 0, SWD_ENOTFOUND when the flag sets no key, or
+/// SWD_EOVERFLOW when `o` is full; on an error nothing is recorded.
+int swd_config_overrides_add(swd_config_overrides_t *o, const char *flag, const char *value);
+/// swd_config_set() of every recorded value, in order, as SWD_CONFIG_FLAG;
+/// each bad value is reported to `d`. Returns 0 or the first error.
+int swd_config_overrides_apply(const swd_config_overrides_t *o, swd_config_t *c, swd_diag_t *d);
+
 /// Parses `value` (text; lists and maps in YAML flow form, `["a", "b"]`),
 /// checks type, bounds and validator, stores it, then runs the apply hooks.
 /// On any failure the old value stays (hooks that already ran see it

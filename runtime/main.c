@@ -32,20 +32,8 @@ typedef struct options {
     const char *config;
     const char *ready_file;
     bool print_config;
-    // Flags that set configuration keys, applied after the file and env.
-    const char *flag_keys[8];
-    const char *flag_values[8];
-    int nflags;
+    swd_config_overrides_t flags; ///< applied after the file and env
 } options_t;
-
-static int add_flag(options_t *o, const char *key, const char *value) {
-    if (o->nflags == 8) {
-        return -1;
-    }
-    o->flag_keys[o->nflags] = key;
-    o->flag_values[o->nflags++] = value;
-    return 0;
-}
 
 // Parses the flags after the command; 0, or 2 on a usage error.
 static int parse_flags(int argc, char **argv, options_t *o) {
@@ -60,24 +48,19 @@ static int parse_flags(int argc, char **argv, options_t *o) {
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    int ch;
+    int ch, idx;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
         switch (ch) {
         case 'c':
             o->config = optarg;
             break;
         case 'l':
-            add_flag(o, "listen.rpc", optarg);
-            break;
         case 'H':
-            add_flag(o, "listen.http", optarg);
-            break;
         case 'u':
-            add_flag(o, "listen.unix", optarg);
-            break;
         case 'L':
-            add_flag(o, "log.level", optarg);
+            // Cannot fail: each of these sets a key; a repeat replaces it.
+            (void)swd_config_overrides_add(&o->flags, longopts[idx].name, optarg);
             break;
         case 'r':
             o->ready_file = optarg;
@@ -109,9 +92,7 @@ static int load_config(swd_config_t *cfg, const options_t *o) {
         swd_config_load_file(cfg, o->config, &d);
     }
     swd_config_load_env(cfg, environ, &d);
-    for (int i = 0; i < o->nflags; i++) {
-        swd_config_set(cfg, o->flag_keys[i], o->flag_values[i], SWD_CONFIG_FLAG, &d);
-    }
+    swd_config_overrides_apply(&o->flags, cfg, &d);
     if (d.errors == 0) {
         swd_config_validate(cfg, &d);
     }

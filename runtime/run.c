@@ -71,9 +71,7 @@ typedef struct run_opts {
     const char *results;
     const char *ready_file;
     double scale, time_scale;
-    const char *flag_keys[8];
-    const char *flag_values[8];
-    int nflags;
+    swd_config_overrides_t flags; ///< applied after the file and env
 } run_opts_t;
 
 typedef struct run {
@@ -132,15 +130,6 @@ static int parse_scale(const char *s, const char *what, double *out) {
     return 0;
 }
 
-static int add_flag(run_opts_t *o, const char *key, const char *value) {
-    if (o->nflags == 8) {
-        return 2;
-    }
-    o->flag_keys[o->nflags] = key;
-    o->flag_values[o->nflags++] = value;
-    return 0;
-}
-
 static int parse_opts(int argc, char **argv, run_opts_t *o) {
     static const struct option longopts[] = {
         {"report", required_argument, NULL, 'r'},
@@ -155,9 +144,9 @@ static int parse_opts(int argc, char **argv, run_opts_t *o) {
         {NULL, 0, NULL, 0},
     };
     const char *scale = getenv("SWARMD_RUN_SCALE"), *tscale = getenv("SWARMD_RUN_TIME_SCALE");
-    int ch, r = 0;
+    int ch, idx, r = 0;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1 && r == 0) {
+    while ((ch = getopt_long(argc, argv, "", longopts, &idx)) != -1 && r == 0) {
         switch (ch) {
         case 'r':
             o->report = optarg;
@@ -166,13 +155,10 @@ static int parse_opts(int argc, char **argv, run_opts_t *o) {
             o->results = optarg;
             break;
         case 'l':
-            r = add_flag(o, "listen.rpc", optarg);
-            break;
         case 'H':
-            r = add_flag(o, "listen.http", optarg);
-            break;
         case 'L':
-            r = add_flag(o, "log.level", optarg);
+            // Cannot fail: each of these sets a key; a repeat replaces it.
+            (void)swd_config_overrides_add(&o->flags, longopts[idx].name, optarg);
             break;
         case 's':
             scale = optarg;
@@ -277,9 +263,7 @@ static int load_all(run_t *r) {
     char **envp = config_env();
     swd_config_load_env(&r->cfg, envp, &d);
     free(envp);
-    for (int i = 0; i < r->o.nflags; i++) {
-        swd_config_set(&r->cfg, r->o.flag_keys[i], r->o.flag_values[i], SWD_CONFIG_FLAG, &d);
-    }
+    swd_config_overrides_apply(&r->o.flags, &r->cfg, &d);
     swd_workload_opts_t wo = {r->o.scale, r->o.time_scale};
     swd_workload_load(&r->w, r->o.workload, &wo, &d);
     if (d.errors == 0) {
