@@ -152,8 +152,8 @@ static bool can_take(const swd_agent_t *a) {
            a->inflight < a->max_concurrency;
 }
 
-static void pack_agent_cb(const void *subject, msgpack_packer *pk) {
-    swd_agent_pack(subject, pk);
+static void pack_agent_cb(const swd_event_t *ev, msgpack_packer *pk) {
+    swd_agent_pack(ev->subject, pk);
 }
 
 static void publish(swd_agent_t *a, const char *event, const char *prev) {

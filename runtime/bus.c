@@ -98,7 +98,7 @@ void swd_event_pack(const swd_event_t *ev, msgpack_packer *pk) {
     swd_pack_kv_i64(pk, "ts", ev->ts);
     swd_pack_str(pk, "data");
     if (ev->pack != NULL) {
-        ev->pack(ev->subject, pk);
+        ev->pack(ev, pk);
     } else {
         msgpack_pack_nil(pk);
     }

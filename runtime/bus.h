@@ -35,7 +35,8 @@ typedef struct swd_event {
     const char *event; ///< the new state ("running"), "registered", "record"
     int64_t ts;        ///< wall milliseconds
     const void *subject;
-    void (*pack)(const void *subject, msgpack_packer *pk);
+    const void *owner; ///< what publishes it (the scheduler for tasks), for pack
+    void (*pack)(const struct swd_event *ev, msgpack_packer *pk);
     const char *prev; ///< the previous state for transitions, else NULL
 } swd_event_t;
 

@@ -13,8 +13,8 @@
 #include "runtime/log.h"
 
 // Log records reach `subscribe` clients as events on the bus's log topic.
-static void pack_log_record(const void *subject, msgpack_packer *pk) {
-    swd_json_pack(pk, subject);
+static void pack_log_record(const swd_event_t *ev, msgpack_packer *pk) {
+    swd_json_pack(pk, ev->subject);
 }
 
 static void on_log_record(const json_t *record, const char *line, void *data) {

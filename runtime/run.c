@@ -391,10 +391,11 @@ static void lat_push(agent_rec_t *a, int64_t ms) {
 
 // An attempt ended: running → succeeded, queued (a retry), failed, cancelled.
 static void attempt_ended(run_t *r, const swd_task_t *t, const char *to) {
-    if (t->agent_id[0] == '\0') {
+    char agent_id[SWD_ID_MAX];
+    if (swd_task_agent_id(t, agent_id) == NULL) {
         return;
     }
-    agent_rec_t *a = agent_rec(r, t->agent_id);
+    agent_rec_t *a = agent_rec(r, agent_id);
     int64_t now = swd_clock_wall(&r->d->clock);
     if (strcmp(to, "cancelled") == 0) {
         return; // not the agent's doing
@@ -418,13 +419,16 @@ static void task_terminal(run_t *r, task_rec_t *rec, const swd_task_t *t) {
     rec->finished_ms = t->finished_ms;
     rec->tokens = t->tokens_used;
     rec->attempts = t->attempts;
-    snprintf(rec->agent_id, sizeof(rec->agent_id), "%s", t->agent_id);
-    rec->error_code = t->error_code ? swd_xstrdup(t->error_code) : NULL;
-    rec->error_message = t->error_message ? swd_xstrdup(t->error_message) : NULL;
-    if (r->o.results != NULL && t->result != NULL) {
-        rec->result = swd_xmalloc(t->result_len);
-        memcpy(rec->result, t->result, t->result_len);
-        rec->result_len = t->result_len;
+    const swd_task_more_t *m = t->more;
+    if (swd_task_agent_id(t, rec->agent_id) == NULL) {
+        rec->agent_id[0] = '\0';
+    }
+    rec->error_code = m->error_code ? swd_xstrdup(m->error_code) : NULL;
+    rec->error_message = m->error_message ? swd_xstrdup(m->error_message) : NULL;
+    if (r->o.results != NULL && m->result != NULL) {
+        rec->result = swd_xmalloc(m->result_len);
+        memcpy(rec->result, m->result, m->result_len);
+        rec->result_len = m->result_len;
     }
     r->done++;
     r->tokens += t->tokens_used;
@@ -448,7 +452,7 @@ static void on_task_event(const swd_event_t *ev, run_t *r) {
         return; // not ours (a client submitted it over RPC)
     }
     if (ev->prev == NULL) {
-        snprintf(rec->task_id, sizeof(rec->task_id), "%s", t->id);
+        swd_task_id(t, rec->task_id);
         rec->submitted_ms = t->submitted_ms;
     }
     if (ev->prev != NULL && strcmp(ev->prev, "running") == 0) {
@@ -479,7 +483,7 @@ static void keep_controller_event(run_t *r, const swd_event_t *ev) {
         swd_buf_init(&b);
         msgpack_packer pk;
         msgpack_packer_init(&pk, &b, swd_buf_write_cb);
-        ev->pack(ev->subject, &pk);
+        ev->pack(ev, &pk);
         msgpack_unpacked up;
         msgpack_unpacked_init(&up);
         if (msgpack_unpack_next(&up, b.data, b.len, NULL) == MSGPACK_UNPACK_SUCCESS) {

@@ -175,8 +175,9 @@ static void task_submit(swd_rpc_conn_t *c, const swd_msg_t *m, swd_params_t *p, 
         return;
     }
     msgpack_packer *pk = swd_rpc_conn_reply_begin(c, m->msgid);
+    char id[SWD_ID_MAX];
     msgpack_pack_map(pk, 2);
-    swd_pack_kv_str(pk, "task_id", t->id);
+    swd_pack_kv_str(pk, "task_id", swd_task_id(t, id));
     swd_pack_kv_str(pk, "state", swd_task_state_names[t->state]);
     swd_rpc_conn_send(c);
 }
@@ -269,7 +270,8 @@ static void task_submit_batch(swd_rpc_conn_t *c, const swd_msg_t *m, swd_params_
     swd_pack_str(pk, "task_ids");
     msgpack_pack_array(pk, arr->size);
     for (uint32_t i = 0; i < arr->size; i++) {
-        swd_pack_str_or_nil(pk, created[i] != NULL ? created[i]->id : NULL);
+        char id[SWD_ID_MAX];
+        swd_pack_str_or_nil(pk, created[i] != NULL ? swd_task_id(created[i], id) : NULL);
     }
     free(created);
     swd_rpc_conn_send(c);
@@ -420,7 +422,8 @@ static void task_list(swd_rpc_conn_t *c, const swd_msg_t *m, swd_params_t *p, vo
     for (uint32_t i = 0; i < n; i++) {
         swd_sched_pack_task(api->sched, page[i], SWD_TASK_VIEW_LIST, pk);
     }
-    swd_pack_kv_str(pk, "next", t != NULL ? t->id : NULL);
+    char id[SWD_ID_MAX];
+    swd_pack_kv_str(pk, "next", t != NULL ? swd_task_id(t, id) : NULL);
     swd_rpc_conn_send(c);
 }
 

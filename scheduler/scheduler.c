@@ -47,9 +47,34 @@ typedef struct deps {
     uint32_t len, cap;
 } deps_t;
 
+const swd_task_more_t swd_task_no_more;
+
 bool swd_task_terminal(const swd_task_t *t) {
     return t->state >= SWD_TASK_SUCCEEDED;
 }
+
+const char *swd_task_id(const swd_task_t *t, char buf[SWD_ID_MAX]) {
+    swd_id_format('t', t->seq, buf);
+    return buf;
+}
+
+const char *swd_task_agent_id(const swd_task_t *t, char buf[SWD_ID_MAX]) {
+    if (t->last_agent_seq == 0) {
+        return NULL;
+    }
+    swd_id_format('a', t->last_agent_seq, buf);
+    return buf;
+}
+
+// The task's rarely used part, allocated on the first write.
+static swd_task_more_t *more_of(swd_task_t *t) {
+    if (t->more == &swd_task_no_more) {
+        t->more = swd_xcalloc(1, sizeof(swd_task_more_t));
+    }
+    return (swd_task_more_t *)t->more; // allocated here, so writable
+}
+
+#define TASK_OF_TIMER(tm) ((swd_task_t *)((char *)(tm)-offsetof(swd_task_t, timer)))
 
 #define QUEUE_OF(n) ((swd_type_queue_t *)((char *)(n)-offsetof(swd_type_queue_t, node)))
 
@@ -84,20 +109,25 @@ void swd_sched_init(swd_sched_t *s, swd_clock_t *clock, swd_bus_t *bus, swd_agen
 }
 
 static void task_free(swd_task_t *t) {
-    free(t->key);
     free(t->payload);
-    free(t->labels);
-    free(t->result);
-    free(t->error_code);
-    free(t->error_message);
-    free(t->after);
+    if (t->more != &swd_task_no_more) {
+        swd_task_more_t *m = (swd_task_more_t *)t->more;
+        free(m->key);
+        free(m->labels);
+        free(m->result);
+        free(m->error_code);
+        free(m->error_message);
+        free(m->after);
+        free(m);
+    }
     free(t);
 }
 
 static void free_waiters(swd_task_t *t) {
-    while (t->waiters != NULL) {
-        swd_waiter_t *w = t->waiters;
-        t->waiters = w->next;
+    while (t->more->waiters != NULL) {
+        swd_task_more_t *m = more_of(t);
+        swd_waiter_t *w = m->waiters;
+        m->waiters = w->next;
         swd_timer_stop(&w->timer);
         free(w);
     }
@@ -129,9 +159,8 @@ void swd_sched_close(swd_sched_t *s) {
 
 // ---- events ----
 
-static void pack_task_event(const void *subject, msgpack_packer *pk) {
-    const swd_task_t *t = subject;
-    swd_sched_pack_task(t->sched, t, SWD_TASK_VIEW_EVENT, pk);
+static void pack_task_event(const swd_event_t *ev, msgpack_packer *pk) {
+    swd_sched_pack_task(ev->owner, ev->subject, SWD_TASK_VIEW_EVENT, pk);
 }
 
 // The one place a task changes state: counts it and publishes it.
@@ -147,13 +176,15 @@ static void transition(swd_sched_t *s, swd_task_t *t, swd_task_state_t to, bool 
         .event = swd_task_state_names[to],
         .ts = swd_clock_wall(s->clock),
         .subject = t, // a swd_task_t
+        .owner = s,
         .pack = pack_task_event,
         .prev = created ? NULL : swd_task_state_names[from],
     };
     swd_bus_publish(s->bus, &ev);
     if (swd_log_enabled(SWD_LOG_DEBUG)) {
+        char id[SWD_ID_MAX];
         swd_log_debug("scheduler", created ? "task submitted" : "task state", "{s:s,s:s,s:s,s:i}",
-                      "task", t->id, "state", swd_task_state_names[to], "type",
+                      "task", swd_task_id(t, id), "state", swd_task_state_names[to], "type",
                       s->agents->types[t->type].name, "attempts", (int)t->attempts);
     }
 }
@@ -292,17 +323,16 @@ static void start_attempt(swd_sched_t *s, swd_task_t *t, swd_agent_t *a) {
     t->attempts++;
     t->agent = a;
     t->last_agent_seq = a->seq;
-    snprintf(t->agent_id, sizeof(t->agent_id), "%s", a->id);
     t->started_ms = swd_clock_wall(s->clock);
     t->attempt_mono = swd_clock_now(s->clock);
-    t->deferred_reason = NULL;
     running_add(a, t);
     swd_timer_start(&t->timer, t->timeout_ms);
     transition(s, t, SWD_TASK_RUNNING, false);
     swd_agent_started(a, t->type);
+    char id[SWD_ID_MAX];
     swd_run_t run = {
         .cookie = cookie_of(t),
-        .task_id = t->id,
+        .task_id = swd_task_id(t, id),
         .attempt = t->attempts,
         .type = s->agents->types[t->type].name,
         .payload = t->payload,
@@ -328,19 +358,24 @@ static void end_attempt(swd_sched_t *s, swd_task_t *t, bool ok, int64_t latency_
 }
 
 static void set_error(swd_task_t *t, const char *code, const char *message) {
-    free(t->error_code);
-    free(t->error_message);
-    t->error_code = code ? swd_xstrdup(code) : NULL;
-    t->error_message = message ? swd_xstrdup(message) : NULL;
+    if (code == NULL && t->more->error_code == NULL) {
+        return; // nothing to clear: a task that never failed stays small
+    }
+    swd_task_more_t *m = more_of(t);
+    free(m->error_code);
+    free(m->error_message);
+    m->error_code = code ? swd_xstrdup(code) : NULL;
+    m->error_message = message ? swd_xstrdup(message) : NULL;
 }
 
 static void on_retention(swd_sched_t *s, swd_task_t *t);
 static void release_dependents(swd_sched_t *s, swd_task_t *t);
 
 static void notify_waiters(swd_task_t *t, bool timed_out) {
-    while (t->waiters != NULL) {
-        swd_waiter_t *w = t->waiters;
-        t->waiters = w->next;
+    while (t->more->waiters != NULL) {
+        swd_task_more_t *m = more_of(t);
+        swd_waiter_t *w = m->waiters;
+        m->waiters = w->next;
         swd_timer_stop(&w->timer);
         w->cb(t, timed_out, w->data);
         free(w);
@@ -404,19 +439,22 @@ static void retry_or_fail(swd_sched_t *s, swd_task_t *t, bool retryable, int64_t
 // Tells the agent to stop an attempt that end_attempt() already closed:
 // the transport may lose the agent while doing so, and the agent's loss must
 // then find no attempt of this task left to fail a second time.
-static void tell_cancel(swd_agent_t *a, const char *task_id, uint32_t attempt) {
+static void tell_cancel(swd_agent_t *a, const swd_task_t *t) {
     if (a != NULL && !a->dead && a->ops->cancel != NULL) {
-        a->ops->cancel(a, task_id, attempt);
+        char id[SWD_ID_MAX];
+        a->ops->cancel(a, swd_task_id(t, id), t->attempts);
     }
 }
 
 static void on_attempt_timeout(swd_sched_t *s, swd_task_t *t) {
     swd_agent_t *a = t->agent;
     s->stats.timeouts++;
-    swd_log_info("scheduler", "attempt timed out", "{s:s,s:i,s:s,s:I}", "task", t->id, "attempt",
-                 (int)t->attempts, "agent", t->agent_id, "timeout_ms", (json_int_t)t->timeout_ms);
+    char id[SWD_ID_MAX], agent_id[SWD_ID_MAX];
+    swd_log_info("scheduler", "attempt timed out", "{s:s,s:i,s:s,s:I}", "task", swd_task_id(t, id),
+                 "attempt", (int)t->attempts, "agent", swd_task_agent_id(t, agent_id), "timeout_ms",
+                 (json_int_t)t->timeout_ms);
     end_attempt(s, t, false, swd_clock_now(s->clock) - t->attempt_mono);
-    tell_cancel(a, t->id, t->attempts);
+    tell_cancel(a, t);
     char msg[96];
     snprintf(msg, sizeof(msg), "attempt %u timed out after %lld ms", t->attempts,
              (long long)t->timeout_ms);
@@ -425,8 +463,8 @@ static void on_attempt_timeout(swd_sched_t *s, swd_task_t *t) {
 }
 
 static void on_task_timer(swd_timer_t *timer) {
-    swd_task_t *t = timer->data;
-    swd_sched_t *s = t->sched;
+    swd_task_t *t = TASK_OF_TIMER(timer);
+    swd_sched_t *s = timer->data;
     if (t->state == SWD_TASK_RUNNING) {
         on_attempt_timeout(s, t);
     } else if (t->in_backoff) {
@@ -462,12 +500,15 @@ static void on_complete(swd_agent_t *a, uint64_t cookie, const swd_outcome_t *o,
     t->tokens_used += o->tokens_used;
     s->stats.tokens_consumed += o->tokens_used;
     if (o->ok) {
-        free(t->result);
-        t->result = o->output_len ? swd_xmalloc(o->output_len) : NULL;
-        if (o->output_len) {
-            memcpy(t->result, o->output, o->output_len);
+        if (o->output_len > 0 || t->more->result != NULL) {
+            swd_task_more_t *m = more_of(t);
+            free(m->result);
+            m->result = o->output_len ? swd_xmalloc(o->output_len) : NULL;
+            if (o->output_len) {
+                memcpy(m->result, o->output, o->output_len);
+            }
+            m->result_len = (uint32_t)o->output_len;
         }
-        t->result_len = (uint32_t)o->output_len;
         set_error(t, NULL, NULL);
         finish(s, t, SWD_TASK_SUCCEEDED);
         return;
@@ -573,12 +614,13 @@ static void release_one(swd_sched_t *s, swd_task_t *t) {
             continue;
         }
         if (t->state != SWD_TASK_SUCCEEDED) {
-            char msg[96];
-            snprintf(msg, sizeof(msg), "dependency %s %s", t->id, swd_task_state_names[t->state]);
+            char msg[96], id[SWD_ID_MAX];
+            snprintf(msg, sizeof(msg), "dependency %s %s", swd_task_id(t, id),
+                     swd_task_state_names[t->state]);
             set_error(w, "dependency_failed", msg);
             finish(s, w, SWD_TASK_FAILED);
-        } else if (--w->unmet == 0) {
-            w->deferred_reason = NULL;
+        } else if (--more_of(w)->unmet == 0) {
+            more_of(w)->deferred_reason = NULL;
             transition(s, w, SWD_TASK_QUEUED, false);
             enqueue(s, w);
         }
@@ -628,9 +670,8 @@ static void copy_object(const msgpack_object *o, char **bytes, uint32_t *len) {
 
 static swd_task_t *task_new(swd_sched_t *s, const swd_task_spec_t *spec, uint32_t type) {
     swd_task_t *t = swd_xcalloc(1, sizeof(*t));
-    t->sched = s;
     t->seq = s->next_seq++;
-    swd_id_format('t', t->seq, t->id);
+    t->more = &swd_task_no_more;
     t->type = type;
     t->priority = (uint8_t)spec->priority;
     t->estimated_tokens = spec->estimated_tokens;
@@ -638,16 +679,18 @@ static swd_task_t *task_new(swd_sched_t *s, const swd_task_spec_t *spec, uint32_
     t->max_retries = spec->max_retries;
     t->submitted_ms = swd_clock_wall(s->clock);
     if (spec->key != NULL) {
-        t->key = swd_xstrndup(spec->key, spec->key_len);
+        more_of(t)->key = swd_xstrndup(spec->key, spec->key_len);
         swd_strmap_put(&s->keys, spec->key, spec->key_len, t);
     }
     if (spec->payload != NULL) {
         copy_object(spec->payload, &t->payload, &t->payload_len);
     }
     if (spec->labels != NULL) {
-        copy_object(spec->labels, &t->labels, &t->labels_len);
+        swd_task_more_t *m = more_of(t);
+        copy_object(spec->labels, &m->labels, &m->labels_len);
     }
-    swd_timer_init(s->clock, &t->timer, on_task_timer, t);
+    // The timer's data is the scheduler; the task is the timer's container.
+    swd_timer_init(s->clock, &t->timer, on_task_timer, s);
     t->lprev = s->last;
     if (s->last) {
         s->last->lnext = t;
@@ -664,10 +707,11 @@ static bool wire_dependencies(swd_sched_t *s, swd_task_t *t, const swd_task_spec
     if (spec->nafter == 0) {
         return false;
     }
-    t->after = swd_xmalloc(spec->nafter * sizeof(uint64_t));
+    swd_task_more_t *m = more_of(t);
+    m->after = swd_xmalloc(spec->nafter * sizeof(uint64_t));
     bool failed = false;
     for (uint32_t i = 0; i < spec->nafter; i++) {
-        t->after[t->nafter++] = spec->after[i];
+        m->after[m->nafter++] = spec->after[i];
         swd_task_t *d = swd_u64map_get(&s->tasks, spec->after[i]);
         if (d == NULL || d->state == SWD_TASK_SUCCEEDED) {
             continue; // gone tasks were retained only after they finished
@@ -676,13 +720,13 @@ static bool wire_dependencies(swd_sched_t *s, swd_task_t *t, const swd_task_spec
             failed = true;
             continue;
         }
-        t->unmet++;
+        m->unmet++;
         add_dependent(s, d->seq, t);
     }
     if (failed) {
-        t->unmet = UINT32_MAX; // released below as failed
+        m->unmet = UINT32_MAX; // released below as failed
     }
-    return t->unmet > 0;
+    return m->unmet > 0;
 }
 
 swd_submit_result_t swd_sched_submit(swd_sched_t *s, const swd_task_spec_t *spec,
@@ -707,12 +751,12 @@ swd_submit_result_t swd_sched_submit(swd_sched_t *s, const swd_task_spec_t *spec
     swd_task_t *t = task_new(s, spec, (uint32_t)type);
     s->stats.submitted++;
     bool waits = wire_dependencies(s, t, spec);
-    if (t->unmet == UINT32_MAX) {
+    if (t->more->unmet == UINT32_MAX) {
         transition(s, t, SWD_TASK_DEFERRED, true);
         set_error(t, "dependency_failed", "a dependency had already failed");
         finish(s, t, SWD_TASK_FAILED);
     } else if (waits) {
-        t->deferred_reason = "dependencies";
+        more_of(t)->deferred_reason = "dependencies";
         transition(s, t, SWD_TASK_DEFERRED, true);
     } else {
         transition(s, t, SWD_TASK_QUEUED, true);
@@ -734,8 +778,8 @@ swd_task_t *swd_sched_find_key(const swd_sched_t *s, const char *key, size_t len
 // Takes `t` out of the waiting lists of the tasks it depended on, so a
 // dependency finishing later never reaches a forgotten task.
 static void forget_dependencies(swd_sched_t *s, swd_task_t *t) {
-    for (uint32_t i = 0; i < t->nafter; i++) {
-        deps_t *d = swd_u64map_get(&s->dependents, t->after[i]);
+    for (uint32_t i = 0; i < t->more->nafter; i++) {
+        deps_t *d = swd_u64map_get(&s->dependents, t->more->after[i]);
         for (uint32_t j = 0; d != NULL && j < d->len; j++) {
             if (d->tasks[j] == t) {
                 d->tasks[j] = d->tasks[--d->len];
@@ -748,8 +792,9 @@ static void forget_dependencies(swd_sched_t *s, swd_task_t *t) {
 static void on_retention(swd_sched_t *s, swd_task_t *t) {
     forget_dependencies(s, t);
     swd_u64map_del(&s->tasks, t->seq);
-    if (t->key != NULL && swd_strmap_get(&s->keys, t->key, strlen(t->key)) == t) {
-        swd_strmap_del(&s->keys, t->key, strlen(t->key));
+    const char *key = t->more->key;
+    if (key != NULL && swd_strmap_get(&s->keys, key, strlen(key)) == t) {
+        swd_strmap_del(&s->keys, key, strlen(key));
     }
     if (t->lprev) {
         t->lprev->lnext = t->lnext;
@@ -776,7 +821,7 @@ bool swd_sched_cancel(swd_sched_t *s, swd_task_t *t) {
     if (t->state == SWD_TASK_RUNNING) {
         swd_agent_t *a = t->agent;
         end_attempt(s, t, false, -1);
-        tell_cancel(a, t->id, t->attempts);
+        tell_cancel(a, t);
     }
     swd_timer_stop(&t->timer);
     set_error(t, "cancelled", "cancelled by request");
@@ -792,7 +837,7 @@ static void on_wait_timeout(swd_timer_t *timer) {
     if (w->prev) {
         w->prev->next = w->next;
     } else {
-        t->waiters = w->next;
+        more_of(t)->waiters = w->next;
     }
     if (w->next) {
         w->next->prev = w->prev;
@@ -811,11 +856,12 @@ void swd_sched_wait(swd_sched_t *s, swd_task_t *t, int64_t timeout_ms, swd_wait_
     w->task = t;
     w->cb = cb;
     w->data = data;
-    w->next = t->waiters;
-    if (t->waiters) {
-        t->waiters->prev = w;
+    swd_task_more_t *m = more_of(t);
+    w->next = m->waiters;
+    if (m->waiters) {
+        m->waiters->prev = w;
     }
-    t->waiters = w;
+    m->waiters = w;
     swd_timer_init(s->clock, &w->timer, on_wait_timeout, w);
     swd_timer_start(&w->timer, timeout_ms);
 }
@@ -845,11 +891,12 @@ void swd_sched_drain(swd_sched_t *s, void (*cb)(void *data), void *data) {
 
 void swd_sched_abandon(swd_sched_t *s) {
     for (swd_task_t *t = s->first; t != NULL; t = t->lnext) {
+        char id[SWD_ID_MAX], agent_id[SWD_ID_MAX];
         if (t->state == SWD_TASK_RUNNING) {
             swd_log_warn("scheduler", "running task abandoned at shutdown", "{s:s,s:s}", "task",
-                         t->id, "agent", t->agent_id);
+                         swd_task_id(t, id), "agent", swd_task_agent_id(t, agent_id));
         } else if (!swd_task_terminal(t)) {
-            swd_log_warn("scheduler", "abandoned", "{s:s,s:s}", "task", t->id, "state",
+            swd_log_warn("scheduler", "abandoned", "{s:s,s:s}", "task", swd_task_id(t, id), "state",
                          swd_task_state_names[t->state]);
         }
         notify_waiters(t, true); // their connections are about to close
@@ -867,22 +914,24 @@ static void pack_bytes_or_nil(msgpack_packer *pk, const char *key, const char *b
     }
 }
 
-static void pack_error(msgpack_packer *pk, const swd_task_t *t) {
+static void pack_error(msgpack_packer *pk, const swd_task_more_t *m) {
     swd_pack_str(pk, "error");
-    if (t->error_code == NULL) {
+    if (m->error_code == NULL) {
         msgpack_pack_nil(pk);
         return;
     }
     msgpack_pack_map(pk, 2);
-    swd_pack_kv_str(pk, "code", t->error_code);
-    swd_pack_kv_str(pk, "message", t->error_message ? t->error_message : t->error_code);
+    swd_pack_kv_str(pk, "code", m->error_code);
+    swd_pack_kv_str(pk, "message", m->error_message ? m->error_message : m->error_code);
 }
 
 void swd_sched_pack_task(const swd_sched_t *s, const swd_task_t *t, swd_task_view_t view,
                          msgpack_packer *pk) {
     uint32_t n = 17 + (view == SWD_TASK_VIEW_FULL ? 3 : 0) + (view == SWD_TASK_VIEW_EVENT ? 1 : 0);
+    const swd_task_more_t *m = t->more;
+    char id[SWD_ID_MAX];
     msgpack_pack_map(pk, n);
-    swd_pack_kv_str(pk, "task_id", t->id);
+    swd_pack_kv_str(pk, "task_id", swd_task_id(t, id));
     swd_pack_kv_str(pk, "type", s->agents->types[t->type].name);
     swd_pack_kv_str(pk, "state", swd_task_state_names[t->state]);
     swd_pack_kv_str(pk, "priority", swd_priority_names[t->priority]);
@@ -890,29 +939,29 @@ void swd_sched_pack_task(const swd_sched_t *s, const swd_task_t *t, swd_task_vie
     swd_pack_kv_u64(pk, "tokens_used", t->tokens_used);
     swd_pack_kv_u64(pk, "attempts", t->attempts);
     swd_pack_kv_u64(pk, "max_retries", t->max_retries);
-    swd_pack_kv_str(pk, "agent_id", t->agent_id[0] ? t->agent_id : NULL);
-    pack_error(pk, t);
-    swd_pack_kv_str(pk, "deferred_reason", t->deferred_reason);
+    swd_pack_kv_str(pk, "agent_id", swd_task_agent_id(t, id));
+    pack_error(pk, m);
+    swd_pack_kv_str(pk, "deferred_reason",
+                    t->state == SWD_TASK_DEFERRED ? m->deferred_reason : NULL);
     swd_pack_str(pk, "after");
-    msgpack_pack_array(pk, t->nafter);
-    for (uint32_t i = 0; i < t->nafter; i++) {
-        char id[SWD_ID_MAX];
-        swd_id_format('t', t->after[i], id);
+    msgpack_pack_array(pk, m->nafter);
+    for (uint32_t i = 0; i < m->nafter; i++) {
+        swd_id_format('t', m->after[i], id);
         swd_pack_str(pk, id);
     }
     swd_pack_kv_i64(pk, "submitted_ms", t->submitted_ms);
     swd_pack_kv_ms(pk, "started_ms", t->started_ms);
     swd_pack_kv_ms(pk, "finished_ms", t->finished_ms);
-    swd_pack_kv_str(pk, "key", t->key);
+    swd_pack_kv_str(pk, "key", m->key);
     swd_pack_kv_i64(pk, "timeout_ms", t->timeout_ms);
     if (view != SWD_TASK_VIEW_LIST) {
-        pack_bytes_or_nil(pk, "result", t->result, t->result_len);
+        pack_bytes_or_nil(pk, "result", m->result, m->result_len);
     }
     if (view == SWD_TASK_VIEW_FULL) {
         pack_bytes_or_nil(pk, "payload", t->payload, t->payload_len);
         swd_pack_str(pk, "labels");
-        if (t->labels != NULL) {
-            swd_pack_raw(pk, t->labels, t->labels_len);
+        if (m->labels != NULL) {
+            swd_pack_raw(pk, m->labels, m->labels_len);
         } else {
             msgpack_pack_map(pk, 0);
         }

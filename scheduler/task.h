@@ -11,6 +11,7 @@
 
 #include "agents/agent.h"
 #include "runtime/clock.h"
+#include "runtime/ids.h"
 
 typedef enum swd_task_state {
     SWD_TASK_QUEUED,
@@ -37,10 +38,31 @@ typedef struct swd_waiter swd_waiter_t;
 
 typedef struct swd_sched swd_sched_t;
 
+/// What most tasks never need: one allocation the first time any of it is
+/// set. Until then a task's `more` is the shared, empty swd_task_no_more,
+/// so reading needs no NULL checks and a plain queued task pays 8 bytes
+/// for all of it (bench/README.md, memory per queued task).
+typedef struct swd_task_more {
+    char *key;    ///< idempotency key, or NULL
+    char *labels; ///< msgpack bytes of a map, or NULL
+    uint32_t labels_len;
+    uint32_t result_len;
+    char *result;     ///< msgpack bytes of the agent's output, or NULL
+    char *error_code; ///< the last attempt's error, or NULL
+    char *error_message;
+    const char *deferred_reason; ///< static, while deferred
+    // Dependencies: `after` holds task seqs; `unmet` counts those not yet
+    // succeeded; dependents are found through the scheduler's index.
+    uint64_t *after;
+    uint32_t nafter;
+    uint32_t unmet;
+    swd_waiter_t *waiters;
+} swd_task_more_t;
+
+extern const swd_task_more_t swd_task_no_more;
+
 typedef struct swd_task {
-    swd_sched_t *sched;
-    uint64_t seq;
-    char id[24];
+    uint64_t seq; ///< the id is "t-<seq>" (swd_task_id())
     uint8_t state;
     uint8_t priority;
     bool in_backoff; ///< queued, waiting out a retry delay (not in a queue)
@@ -48,34 +70,22 @@ typedef struct swd_task {
     uint32_t type;
     uint32_t attempts;
     uint32_t max_retries;
+    uint32_t payload_len;
     uint64_t estimated_tokens;
     uint64_t tokens_used;
     int64_t timeout_ms;
     int64_t submitted_ms, started_ms, finished_ms; ///< wall
-    int64_t enqueued_mono; ///< when it entered its queue, for FIFO and aging
-    int64_t attempt_mono;  ///< when the current attempt started
-    char *key;             ///< idempotency key, or NULL
-    char *payload;         ///< msgpack bytes, or NULL for nil
-    uint32_t payload_len;
-    uint32_t labels_len;
-    char *labels; ///< msgpack bytes of a map, or NULL
-    char *result; ///< msgpack bytes of the agent's output, or NULL
-    uint32_t result_len;
-    char *error_code; ///< the last attempt's error, or NULL
-    char *error_message;
-    const char *deferred_reason; ///< static, while deferred
-    swd_agent_t *agent;          ///< the current attempt's agent, while running
-    uint64_t last_agent_seq;     ///< the agent of the previous attempt, to avoid it
-    char agent_id[24];           ///< the last attempt's agent ("" before any)
-    // Dependencies: `after` holds task seqs; `unmet` counts those not yet
-    // succeeded; dependents are found through the scheduler's index.
-    uint64_t *after;
-    uint32_t nafter;
-    uint32_t unmet;
+    union {
+        int64_t enqueued_mono; ///< queued: when it entered its queue (FIFO, aging)
+        int64_t attempt_mono;  ///< running: when the current attempt started
+    };
+    char *payload;                  ///< msgpack bytes, or NULL for nil
+    swd_agent_t *agent;             ///< the current attempt's agent, while running
+    uint64_t last_agent_seq;        ///< the last attempt's agent (0 before any)
+    const swd_task_more_t *more;    ///< never NULL; see swd_task_more_t
     struct swd_task *qprev, *qnext; ///< a type queue, or the agent's running list
     struct swd_task *lprev, *lnext; ///< every task, in submission order
     swd_timer_t timer;              ///< attempt timeout, retry delay, or retention
-    swd_waiter_t *waiters;
 } swd_task_t;
 
 typedef enum swd_task_view {
@@ -86,5 +96,10 @@ typedef enum swd_task_view {
 
 /// True for succeeded, failed and cancelled.
 bool swd_task_terminal(const swd_task_t *t);
+/// Writes the task's id ("t-42") into `buf` and returns it.
+const char *swd_task_id(const swd_task_t *t, char buf[SWD_ID_MAX]);
+/// Writes the id of the last attempt's agent into `buf` and returns it;
+/// NULL before the first attempt.
+const char *swd_task_agent_id(const swd_task_t *t, char buf[SWD_ID_MAX]);
 
 #endif

@@ -36,6 +36,22 @@
 
 // ---- harness ----
 
+/// A task's id ("t-7") and its last attempt's agent's id ("" before any),
+/// from a small ring of buffers so one assertion may use several.
+static const char *tid(const swd_task_t *t) {
+    static char ring[8][SWD_ID_MAX];
+    static unsigned next;
+    return swd_task_id(t, ring[next++ % 8]);
+}
+
+static const char *aid(const swd_task_t *t) {
+    static char ring[8][SWD_ID_MAX];
+    static unsigned next;
+    const char *id = swd_task_agent_id(t, ring[next % 8]);
+    next++;
+    return id != NULL ? id : "";
+}
+
 /// One task event as a subscriber outside the process would see it.
 typedef struct ev_rec {
     char event[16];
@@ -88,7 +104,7 @@ static void decode_task_event(const swd_event_t *ev, ev_rec_t *out) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, &H.buf, swd_buf_write_cb);
     cr_assert_not_null(ev->pack);
-    ev->pack(ev->subject, &pk);
+    ev->pack(ev, &pk);
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     size_t off = 0;
@@ -303,9 +319,9 @@ static void assert_result_is(const swd_task_t *t, const char *output) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, &b, swd_buf_write_cb);
     swd_pack_str(&pk, output);
-    cr_assert_not_null(t->result, "task %s has no result", t->id);
-    cr_assert_eq(t->result_len, b.len);
-    cr_assert_eq(memcmp(t->result, b.data, b.len), 0, "task %s: result is not \"%s\"", t->id,
+    cr_assert_not_null(t->more->result, "task %s has no result", tid(t));
+    cr_assert_eq(t->more->result_len, b.len);
+    cr_assert_eq(memcmp(t->more->result, b.data, b.len), 0, "task %s: result is not \"%s\"", tid(t),
                  output);
     swd_buf_close(&b);
 }
@@ -339,8 +355,8 @@ Test(scheduler, priority_order_then_fifo_within_a_level) {
     for (size_t i = 0; i < H.nev; i++) {
         if (strcmp(H.ev[i].event, "running") == 0) {
             cr_assert_lt(k, 6);
-            cr_assert_str_eq(H.ev[i].task_id, want[k]->id, "start #%zu: got %s, want %s (%s)", k,
-                             H.ev[i].task_id, want[k]->id, swd_priority_names[want[k]->priority]);
+            cr_assert_str_eq(H.ev[i].task_id, tid(want[k]), "start #%zu: got %s, want %s (%s)", k,
+                             H.ev[i].task_id, tid(want[k]), swd_priority_names[want[k]->priority]);
             k++;
         }
     }
@@ -380,11 +396,11 @@ Test(scheduler, aging_keeps_a_low_task_from_starving) {
         swd_clock_advance(&H.clock, 250);
     }
 
-    long low_start = find_event(low->id, "running", 0);
+    long low_start = find_event(tid(low), "running", 0);
     cr_assert_geq(low_start, 0, "the low task never started");
     size_t later_started = 0;
     for (size_t i = 0; i < ncrit; i++) {
-        long s = find_event(crit[i]->id, "running", 0);
+        long s = find_event(tid(crit[i]), "running", 0);
         if (crit_at[i] > 3 * cfg.aging_ms) {
             // Submitted more than 3 × aging_ms after the low task: it must
             // not overtake it.
@@ -493,7 +509,7 @@ Test(scheduler, best_agent_is_the_one_with_successes) {
     turn();
     cr_assert_eq(good->nruns, 1);
     cr_assert_eq(bad->nruns, 0);
-    cr_assert_str_eq(t->agent_id, good->agent->id);
+    cr_assert_str_eq(aid(t), good->agent->id);
     // With the good one full, the other is still better than nothing.
     cr_assert_eq(swd_agents_best(&H.agents, (uint32_t)type, NULL), bad->agent);
     teardown();
@@ -601,7 +617,7 @@ Test(scheduler, retryable_failures_back_off_with_full_jitter) {
         step_until_runs(l, n, now() + 60000);
         fake_run_t *r = &l->runs[n - 1];
         cr_assert_eq(r->attempt, n);
-        cr_assert_str_eq(r->task_id, t->id);
+        cr_assert_str_eq(r->task_id, tid(t));
         if (n > 1) {
             // The delay after attempt n-1 failed: [0, min(max, base × 2^(n-2))].
             int64_t cap = 200LL << (n - 2);
@@ -614,16 +630,16 @@ Test(scheduler, retryable_failures_back_off_with_full_jitter) {
         fake_fail(l, r, "flaky", true, 0);
         if (n < 5) {
             cr_assert_str_eq(state_of(t), "queued", "after attempt %u", n);
-            cr_assert_str_eq(t->error_code, "flaky");
+            cr_assert_str_eq(t->more->error_code, "flaky");
         }
     }
     turn();
     cr_assert_str_eq(state_of(t), "failed");
     cr_assert_eq(t->attempts, 5);
-    cr_assert_str_eq(t->error_code, "flaky");
+    cr_assert_str_eq(t->more->error_code, "flaky");
     cr_assert_eq(H.sched.stats.retries, 4);
     cr_assert_eq(H.sched.stats.failed, 1);
-    cr_assert_eq(count_events(t->id, "failed"), 1);
+    cr_assert_eq(count_events(tid(t), "failed"), 1);
     swd_clock_advance(&H.clock, 30000);
     cr_assert_eq(l->nruns, 5, "no attempt after the task failed");
     teardown();
@@ -690,7 +706,7 @@ Test(scheduler, retry_after_delays_the_retry_and_cools_the_agent_down) {
     step_until_runs(l, 3, failed_at + 6000);
     cr_assert_eq(a->cooldown_until_ms, 0, "cooldown cleared");
     cr_assert_null(a->reason, "reason cleared");
-    fake_run_t *r2 = fake_find(l, t->id, 2);
+    fake_run_t *r2 = fake_find(l, tid(t), 2);
     cr_assert_not_null(r2);
     cr_assert_geq(r2->at_ms - failed_at, 5000);
     cr_assert_str_eq(state_of(other), "running");
@@ -707,7 +723,7 @@ Test(scheduler, non_retryable_error_fails_at_once) {
     turn();
     cr_assert_str_eq(state_of(t), "failed");
     cr_assert_eq(t->attempts, 1);
-    cr_assert_str_eq(t->error_code, "bad_input");
+    cr_assert_str_eq(t->more->error_code, "bad_input");
     cr_assert_eq(H.sched.stats.retries, 0);
     swd_clock_advance(&H.clock, 30000);
     cr_assert_eq(l->nruns, 1);
@@ -730,9 +746,9 @@ Test(scheduler, a_late_answer_from_a_timed_out_attempt_is_ignored) {
     swd_clock_advance(&H.clock, 100);
     cr_assert_eq(H.sched.stats.timeouts, 1);
     cr_assert_eq(l->ncancels, 1, "the timed-out attempt is cancelled at the agent");
-    cr_assert_str_eq(l->cancels[0].task_id, t->id);
+    cr_assert_str_eq(l->cancels[0].task_id, tid(t));
     cr_assert_eq(l->cancels[0].attempt, 1);
-    long q = find_event(t->id, "queued", 1);
+    long q = find_event(tid(t), "queued", 1);
     cr_assert_geq(q, 0);
     cr_assert_str_eq(H.ev[q].error, "timeout");
 
@@ -755,7 +771,7 @@ Test(scheduler, a_late_answer_from_a_timed_out_attempt_is_ignored) {
     cr_assert_str_eq(state_of(t), "succeeded");
     assert_result_is(t, "from attempt 2");
     cr_assert_eq(t->tokens_used, 7);
-    cr_assert_eq(count_events(t->id, "succeeded"), 1);
+    cr_assert_eq(count_events(tid(t), "succeeded"), 1);
     // And once more, after the end: still stale.
     fake_ok_cookie(l, cookie1, "again", 1);
     cr_assert_eq(H.sched.stats.stale, 2);
@@ -786,7 +802,7 @@ Test(scheduler, a_retry_goes_to_another_agent) {
     fake_ok(lb, &lb->runs[0], "ok");
     turn();
     cr_assert_str_eq(state_of(t), "succeeded");
-    cr_assert_str_eq(t->agent_id, lb->agent->id);
+    cr_assert_str_eq(aid(t), lb->agent->id);
     teardown();
     ASSERT_NO_LEAKS();
 }
@@ -814,7 +830,7 @@ Test(scheduler, a_dead_agents_tasks_are_retried_elsewhere) {
     cr_assert_eq(H.sched.count[SWD_TASK_RUNNING], 0);
     for (int i = 0; i < 3; i++) {
         cr_assert_str_eq(state_of(t[i]), "queued");
-        cr_assert_str_eq(t[i]->error_code, "agent_lost");
+        cr_assert_str_eq(t[i]->more->error_code, "agent_lost");
     }
 
     step_until_runs(lb, 3, now() + 2000);
@@ -826,13 +842,13 @@ Test(scheduler, a_dead_agents_tasks_are_retried_elsewhere) {
     for (int i = 0; i < 3; i++) {
         cr_assert_str_eq(state_of(t[i]), "succeeded", "task %d", i);
         cr_assert_eq(t[i]->attempts, 2);
-        cr_assert_str_eq(t[i]->agent_id, lb->agent->id);
-        long r1 = find_event(t[i]->id, "running", 0);
-        long lost = find_event(t[i]->id, "queued", (size_t)r1 + 1);
-        long r2 = find_event(t[i]->id, "running", (size_t)r1 + 1);
+        cr_assert_str_eq(aid(t[i]), lb->agent->id);
+        long r1 = find_event(tid(t[i]), "running", 0);
+        long lost = find_event(tid(t[i]), "queued", (size_t)r1 + 1);
+        long r2 = find_event(tid(t[i]), "running", (size_t)r1 + 1);
         cr_assert(r1 >= 0 && lost > r1 && r2 > lost);
         cr_assert_str_eq(H.ev[lost].error, "agent_lost");
-        cr_assert_eq(count_events(t[i]->id, "succeeded"), 1);
+        cr_assert_eq(count_events(tid(t[i]), "succeeded"), 1);
     }
     cr_assert_eq(H.sched.stats.retries, 3);
     cr_assert_eq(H.sched.stats.succeeded, 3);
@@ -855,16 +871,16 @@ Test(scheduler, cancel_queued_running_and_terminal_tasks) {
     // A queued task: cancelled at once.
     cr_assert(swd_sched_cancel(&H.sched, queued));
     cr_assert_str_eq(state_of(queued), "cancelled");
-    cr_assert_str_eq(queued->error_code, "cancelled");
+    cr_assert_str_eq(queued->more->error_code, "cancelled");
     cr_assert_eq(queued->attempts, 0);
 
     // A running one: cancelled, and the agent is told.
     uint64_t cookie = l->runs[0].cookie;
     cr_assert(swd_sched_cancel(&H.sched, running));
     cr_assert_str_eq(state_of(running), "cancelled");
-    cr_assert_str_eq(running->error_code, "cancelled");
+    cr_assert_str_eq(running->more->error_code, "cancelled");
     cr_assert_eq(l->ncancels, 1);
-    cr_assert_str_eq(l->cancels[0].task_id, running->id);
+    cr_assert_str_eq(l->cancels[0].task_id, tid(running));
     cr_assert_eq(l->cancels[0].attempt, 1);
     cr_assert_eq(l->agent->inflight, 0, "the slot is free again");
     // Its late answer is stale.
@@ -872,14 +888,14 @@ Test(scheduler, cancel_queued_running_and_terminal_tasks) {
     fake_ok_cookie(l, cookie, "too late", 3);
     cr_assert_eq(H.sched.stats.stale, 1);
     cr_assert_str_eq(state_of(running), "cancelled");
-    cr_assert_null(running->result);
+    cr_assert_null(running->more->result);
 
     // Terminal: false, nothing changes.
     cr_assert_not(swd_sched_cancel(&H.sched, running));
     cr_assert_not(swd_sched_cancel(&H.sched, queued));
     cr_assert_eq(H.sched.stats.cancelled, 2);
-    cr_assert_eq(count_events(running->id, "cancelled"), 1);
-    cr_assert_eq(count_events(queued->id, "cancelled"), 1);
+    cr_assert_eq(count_events(tid(running), "cancelled"), 1);
+    cr_assert_eq(count_events(tid(queued), "cancelled"), 1);
 
     // A task waiting out a retry delay: cancelled, and never retried.
     swd_task_t *backoff = submit("work", SWD_PRIO_MEDIUM);
@@ -890,7 +906,7 @@ Test(scheduler, cancel_queued_running_and_terminal_tasks) {
     cr_assert_str_eq(state_of(backoff), "cancelled");
     swd_clock_advance(&H.clock, 20000);
     cr_assert_eq(l->nruns, 2, "a cancelled task is not retried");
-    cr_assert_eq(count_events(queued->id, "running"), 0, "the cancelled queued task never ran");
+    cr_assert_eq(count_events(tid(queued), "running"), 0, "the cancelled queued task never ran");
     teardown();
     ASSERT_NO_LEAKS();
 }
@@ -903,12 +919,12 @@ Test(scheduler, a_dependent_waits_for_success) {
     swd_task_t *a = submit("work", SWD_PRIO_MEDIUM);
     swd_task_t *b = submit_after("work", SWD_PRIO_CRITICAL, &a->seq, 1);
     cr_assert_str_eq(state_of(b), "deferred");
-    cr_assert_str_eq(b->deferred_reason, "dependencies");
-    long d = find_event(b->id, "deferred", 0);
+    cr_assert_str_eq(b->more->deferred_reason, "dependencies");
+    long d = find_event(tid(b), "deferred", 0);
     cr_assert_geq(d, 0);
     cr_assert_str_eq(H.ev[d].deferred_reason, "dependencies");
-    cr_assert_eq(b->nafter, 1);
-    cr_assert_eq(b->after[0], a->seq);
+    cr_assert_eq(b->more->nafter, 1);
+    cr_assert_eq(b->more->after[0], a->seq);
 
     step_until_runs(l, 1, 1000);
     swd_clock_advance(&H.clock, 5000);
@@ -917,8 +933,8 @@ Test(scheduler, a_dependent_waits_for_success) {
 
     fake_ok(l, &l->runs[0], "a done");
     step_until_runs(l, 2, now() + 1000);
-    cr_assert_str_eq(l->runs[1].task_id, b->id);
-    cr_assert_gt(find_event(b->id, "running", 0), find_event(a->id, "succeeded", 0));
+    cr_assert_str_eq(l->runs[1].task_id, tid(b));
+    cr_assert_gt(find_event(tid(b), "running", 0), find_event(tid(a), "succeeded", 0));
     fake_ok(l, &l->runs[1], "b done");
     turn();
     cr_assert_str_eq(state_of(b), "succeeded");
@@ -937,14 +953,14 @@ Test(scheduler, a_dependent_of_a_failed_task_fails) {
     turn();
     cr_assert_str_eq(state_of(a), "failed");
     cr_assert_str_eq(state_of(c), "failed");
-    cr_assert_str_eq(c->error_code, "dependency_failed");
+    cr_assert_str_eq(c->more->error_code, "dependency_failed");
     cr_assert_eq(c->attempts, 0);
-    cr_assert_eq(count_events(c->id, "running"), 0);
+    cr_assert_eq(count_events(tid(c), "running"), 0);
 
     // Submitted after its dependency already failed: fails at once.
     swd_task_t *e = submit_after("work", SWD_PRIO_MEDIUM, &a->seq, 1);
     cr_assert_str_eq(state_of(e), "failed");
-    cr_assert_str_eq(e->error_code, "dependency_failed");
+    cr_assert_str_eq(e->more->error_code, "dependency_failed");
     swd_clock_advance(&H.clock, 10000);
     cr_assert_eq(l->nruns, 1);
     teardown();
@@ -970,7 +986,7 @@ Test(scheduler, a_cancelled_dependent_is_forgotten_by_its_dependency) {
     for (int i = 0; i < NC; i++) {
         swd_task_t *c = submit_after("work", SWD_PRIO_MEDIUM, &a_seq, 1);
         cr_assert_str_eq(state_of(c), "deferred");
-        snprintf(c_id[i], sizeof(c_id[i]), "%s", c->id);
+        snprintf(c_id[i], sizeof(c_id[i]), "%s", tid(c));
         cr_assert(swd_sched_cancel(&H.sched, c));
     }
     // Their retention passes while A still runs: they are freed.
@@ -986,13 +1002,13 @@ Test(scheduler, a_cancelled_dependent_is_forgotten_by_its_dependency) {
     fake_ok(l, &l->runs[0], "a done");
     step_until_runs(l, 2, now() + 1000);
     cr_assert_str_eq(state_of(a), "succeeded");
-    cr_assert_str_eq(l->runs[1].task_id, b->id);
+    cr_assert_str_eq(l->runs[1].task_id, tid(b));
     cr_assert_str_eq(state_of(w), "deferred", "W was released by A's end, not B's");
     swd_clock_advance(&H.clock, 1000);
     cr_assert_eq(l->nruns, 2);
     fake_ok(l, &l->runs[1], "b done");
     step_until_runs(l, 3, now() + 1000);
-    cr_assert_str_eq(l->runs[2].task_id, w->id);
+    cr_assert_str_eq(l->runs[2].task_id, tid(w));
     teardown();
     ASSERT_NO_LEAKS();
 }
@@ -1015,26 +1031,26 @@ Test(scheduler, a_dependent_failed_by_another_dependency_is_forgotten) {
         c[i] = submit_after("work", SWD_PRIO_MEDIUM, deps, 2);
         cr_assert_str_eq(state_of(c[i]), "deferred");
     }
-    fake_fail(l, fake_find(l, b->id, 1), "bad_input", false, 0);
+    fake_fail(l, fake_find(l, tid(b), 1), "bad_input", false, 0);
     for (int i = 0; i < NC; i++) {
         cr_assert_str_eq(state_of(c[i]), "failed");
-        cr_assert_str_eq(c[i]->error_code, "dependency_failed");
+        cr_assert_str_eq(c[i]->more->error_code, "dependency_failed");
     }
     step_until_runs(l, 3, now() + 1000); // D takes B's slot
-    cr_assert_str_eq(l->runs[2].task_id, d->id);
+    cr_assert_str_eq(l->runs[2].task_id, tid(d));
     swd_clock_advance(&H.clock, 2000); // B and the dependents are gone
     cr_assert_eq(H.sched.count[SWD_TASK_FAILED], 0);
     swd_task_t *w = submit_after("work", SWD_PRIO_MEDIUM, &d_seq, 1);
     cr_assert_str_eq(state_of(w), "deferred");
     // A finishes: nothing else may change.
-    fake_ok(l, fake_find(l, a->id, 1), "a done");
+    fake_ok(l, fake_find(l, tid(a), 1), "a done");
     turn();
     cr_assert_str_eq(state_of(a), "succeeded");
     cr_assert_str_eq(state_of(w), "deferred", "W was released by A's end, not D's");
     cr_assert_eq(H.sched.stats.failed, 1 + NC);
-    fake_ok(l, fake_find(l, d->id, 1), "d done");
+    fake_ok(l, fake_find(l, tid(d), 1), "d done");
     step_until_runs(l, 4, now() + 1000);
-    cr_assert_str_eq(l->runs[3].task_id, w->id);
+    cr_assert_str_eq(l->runs[3].task_id, tid(w));
     teardown();
     ASSERT_NO_LEAKS();
 }
@@ -1053,13 +1069,13 @@ Test(scheduler, a_dependent_failed_at_submit_is_forgotten) {
     uint64_t deps[2] = {a->seq, x_seq};
     uint64_t b_seq = b->seq;
     step_until_runs(l, 2, now() + 1000);
-    cr_assert_str_eq(l->runs[1].task_id, a->id);
+    cr_assert_str_eq(l->runs[1].task_id, tid(a));
     // After {A (running), X (failed)}: failed at submit.
     enum { NC = 16 };
     for (int i = 0; i < NC; i++) {
         swd_task_t *c = submit_after("work", SWD_PRIO_MEDIUM, deps, 2);
         cr_assert_str_eq(state_of(c), "failed");
-        cr_assert_str_eq(c->error_code, "dependency_failed");
+        cr_assert_str_eq(c->more->error_code, "dependency_failed");
     }
     swd_clock_advance(&H.clock, 2000); // they are gone
     cr_assert_eq(H.sched.count[SWD_TASK_FAILED], 0);
@@ -1130,7 +1146,7 @@ Test(scheduler, a_finished_task_is_kept_for_retain_finished_ms) {
     spec.key_len = 1;
     swd_task_t *t = submit_spec(&spec);
     char id[24];
-    snprintf(id, sizeof(id), "%s", t->id);
+    snprintf(id, sizeof(id), "%s", tid(t));
     step_until_runs(l, 1, 1000);
     fake_ok(l, &l->runs[0], "done");
     turn();
@@ -1144,7 +1160,7 @@ Test(scheduler, a_finished_task_is_kept_for_retain_finished_ms) {
     cr_assert_eq(H.sched.count[SWD_TASK_SUCCEEDED], 0);
     // The key is free again: a new task.
     swd_task_t *n = submit_spec(&spec);
-    cr_assert_str_neq(n->id, id);
+    cr_assert_str_neq(tid(n), id);
     teardown();
     ASSERT_NO_LEAKS();
 }
@@ -1329,7 +1345,7 @@ Test(scheduler, answers_given_inside_run_are_handled) {
     cr_assert_eq(ok->agent->inflight, 0);
     cr_assert_str_eq(state_of(t_hard), "failed");
     cr_assert_eq(t_hard->attempts, 1);
-    cr_assert_str_eq(t_hard->error_code, "refused");
+    cr_assert_str_eq(t_hard->more->error_code, "refused");
     cr_assert_str_eq(state_of(t_soft), "failed");
     cr_assert_eq(t_soft->attempts, 3);
     cr_assert_eq(soft->nruns, 3);
@@ -1348,7 +1364,7 @@ Test(scheduler, an_agent_dying_inside_run_loses_nothing) {
     cr_assert_eq(k->nruns, 1);
     cr_assert_eq(k->agent->state, SWD_AGENT_DEAD);
     cr_assert_str_eq(state_of(t), "queued");
-    cr_assert_str_eq(t->error_code, "agent_lost");
+    cr_assert_str_eq(t->more->error_code, "agent_lost");
     cr_assert_eq(k->agent->inflight, 0);
     fake_link_t *b = fake_agent_add(&H.agents, &H.clock, "B", NULL, 1);
     step_until_runs(b, 1, now() + 1000);
@@ -1373,12 +1389,12 @@ static void cancel_while_agent_drops(int64_t backoff_base_ms) {
     la->cancel_kills = true;
     swd_task_t *t = submit("work", SWD_PRIO_MEDIUM);
     char id[24];
-    snprintf(id, sizeof(id), "%s", t->id);
+    snprintf(id, sizeof(id), "%s", tid(t));
     step_until_runs(la, 1, 1000);
     cr_assert(swd_sched_cancel(&H.sched, t));
     cr_assert_eq(la->agent->state, SWD_AGENT_DEAD);
     cr_assert_str_eq(state_of(t), "cancelled");
-    cr_assert_str_eq(t->error_code, "cancelled");
+    cr_assert_str_eq(t->more->error_code, "cancelled");
     cr_assert_eq(swd_sched_backlog(&H.sched), 0, "a cancelled task is in no queue");
     fake_link_t *lb = fake_agent_add(&H.agents, &H.clock, "B", NULL, 1);
     for (int i = 0; i < 240; i++) {
@@ -1432,7 +1448,7 @@ static void timeout_while_agent_drops(int64_t backoff_base_ms) {
     cr_assert_eq(t->attempts, 2);
     cr_assert_eq(H.sched.stats.retries, 1, "one failed attempt, %llu retries counted",
                  (unsigned long long)H.sched.stats.retries);
-    cr_assert_eq(count_events(t->id, "queued"), 2, "submitted, then retried once");
+    cr_assert_eq(count_events(tid(t), "queued"), 2, "submitted, then retried once");
     teardown();
 }
 
