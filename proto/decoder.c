@@ -263,11 +263,17 @@ void swd_decoder_free(swd_decoder_t *d) {
     free(d);
 }
 
-// Drops the last message's objects and moves the unscanned bytes to the
-// front, so the buffer never holds more than one partial frame plus a read.
-static void compact(swd_decoder_t *d) {
+// Drops the last message's objects (their strings point into the buffer).
+static void drop_message(swd_decoder_t *d) {
     msgpack_unpacked_destroy(&d->unpacked);
     msgpack_unpacked_init(&d->unpacked);
+}
+
+// Before a read: moves the unscanned bytes to the front, so the buffer never
+// holds more than one partial frame plus a read. Once per read, not per
+// message: a read of many small messages is not moved once for each.
+static void compact(swd_decoder_t *d) {
+    drop_message(d);
     if (d->start > 0) {
         memmove(d->buf, d->buf + d->start, d->end - d->start);
         d->end -= d->start;
@@ -360,7 +366,7 @@ int swd_decoder_next(swd_decoder_t *d, swd_msg_t *out, swd_proto_error_t *perr) 
     int r = 0;
     size_t flen = 0;
     if (!d->failed) {
-        compact(d);
+        drop_message(d);
         r = scan_frame(d, &flen);
     }
     if (d->failed) {
