@@ -590,6 +590,16 @@ def bad_config_unknown_key():
 
 
 @test
+def repeated_flag_last_wins():
+    # An address that cannot be bound here, given more times than any fixed
+    # list would hold, then a good one: the last --listen is the one used.
+    bad = ["--listen", "192.0.2.1:0"] * 9
+    with Daemon(args=bad + ["--listen", "127.0.0.1:0"]) as d:
+        check(d.rpc.startswith("127.0.0.1:"), "RPC bound to the last --listen: %s" % d.rpc)
+        eq(d.client().call("swarm.hello", {"client": "flags"}).get("api"), 1, "api")
+
+
+@test
 def swarmctl_cli():
     with Daemon() as d:
         agents = d.agents(2, "--latency-ms", 10, prefix="ctl-agent")
