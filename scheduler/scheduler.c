@@ -88,6 +88,7 @@ static bool queue_before(const swd_heap_node_t *a, const swd_heap_node_t *b) {
 }
 
 static void on_dispatch_timer(swd_timer_t *t);
+static void on_retention_timer(swd_timer_t *t);
 
 void swd_sched_init(swd_sched_t *s, swd_clock_t *clock, swd_bus_t *bus, swd_agents_t *agents,
                     const swd_sched_config_t *cfg) {
@@ -105,6 +106,7 @@ void swd_sched_init(swd_sched_t *s, swd_clock_t *clock, swd_bus_t *bus, swd_agen
     swd_u64map_init(&s->dependents);
     swd_heap_init(&s->ready, queue_before);
     swd_timer_init(clock, &s->dispatch_timer, on_dispatch_timer, s);
+    swd_timer_init(clock, &s->retention_timer, on_retention_timer, s);
     s->next_seq = 1;
 }
 
@@ -135,6 +137,7 @@ static void free_waiters(swd_task_t *t) {
 
 void swd_sched_close(swd_sched_t *s) {
     swd_timer_stop(&s->dispatch_timer);
+    swd_timer_stop(&s->retention_timer);
     for (swd_task_t *t = s->first; t != NULL;) {
         swd_task_t *next = t->lnext;
         swd_timer_stop(&t->timer);
@@ -368,8 +371,8 @@ static void set_error(swd_task_t *t, const char *code, const char *message) {
     m->error_message = message ? swd_xstrdup(message) : NULL;
 }
 
-static void on_retention(swd_sched_t *s, swd_task_t *t);
 static void release_dependents(swd_sched_t *s, swd_task_t *t);
+static void retire(swd_sched_t *s, swd_task_t *t);
 
 static void notify_waiters(swd_task_t *t, bool timed_out) {
     while (t->more->waiters != NULL) {
@@ -394,8 +397,7 @@ static void finish(swd_sched_t *s, swd_task_t *t, swd_task_state_t st) {
     transition(s, t, st, false);
     notify_waiters(t, false);
     release_dependents(s, t);
-    // Terminal tasks stay queryable for a while, then go (bounded memory).
-    swd_timer_start(&t->timer, s->cfg.retain_finished_ms);
+    retire(s, t);
 }
 
 static int64_t backoff_ms(swd_sched_t *s, uint32_t attempts) {
@@ -470,8 +472,6 @@ static void on_task_timer(swd_timer_t *timer) {
     } else if (t->in_backoff) {
         t->in_backoff = false;
         enqueue(s, t);
-    } else if (swd_task_terminal(t)) {
-        on_retention(s, t);
     }
 }
 
@@ -789,7 +789,22 @@ static void forget_dependencies(swd_sched_t *s, swd_task_t *t) {
     }
 }
 
-static void on_retention(swd_sched_t *s, swd_task_t *t) {
+// Terminal tasks stay queryable for a while, then go (bounded memory).
+static void retire(swd_sched_t *s, swd_task_t *t) {
+    swd_timer_stop(&t->timer);
+    t->finished_mono = swd_clock_now(s->clock);
+    t->qnext = NULL;
+    t->qprev = s->retired_tail;
+    if (s->retired_tail) {
+        s->retired_tail->qnext = t;
+    } else {
+        s->retired_head = t;
+        swd_timer_start(&s->retention_timer, s->cfg.retain_finished_ms);
+    }
+    s->retired_tail = t;
+}
+
+static void forget(swd_sched_t *s, swd_task_t *t) {
     forget_dependencies(s, t);
     swd_u64map_del(&s->tasks, t->seq);
     const char *key = t->more->key;
@@ -808,6 +823,24 @@ static void on_retention(swd_sched_t *s, swd_task_t *t) {
     }
     s->count[t->state]--;
     task_free(t);
+}
+
+static void on_retention_timer(swd_timer_t *timer) {
+    swd_sched_t *s = timer->data;
+    int64_t now = swd_clock_now(s->clock);
+    swd_task_t *t;
+    while ((t = s->retired_head) != NULL && now - t->finished_mono >= s->cfg.retain_finished_ms) {
+        s->retired_head = t->qnext;
+        if (s->retired_head) {
+            s->retired_head->qprev = NULL;
+        } else {
+            s->retired_tail = NULL;
+        }
+        forget(s, t);
+    }
+    if (t != NULL) {
+        swd_timer_start(&s->retention_timer, t->finished_mono + s->cfg.retain_finished_ms - now);
+    }
 }
 
 bool swd_sched_cancel(swd_sched_t *s, swd_task_t *t) {

@@ -79,6 +79,10 @@ typedef struct swd_sched {
     uint32_t nqueues;
     swd_heap_t ready; ///< type queues with tasks and a possible agent
     swd_timer_t dispatch_timer;
+    // Terminal tasks, oldest first: one retention time for all, so this is
+    // deadline order and one timer for the oldest serves them all.
+    swd_task_t *retired_head, *retired_tail;
+    swd_timer_t retention_timer;
     bool in_pass;
     swd_task_t **release; ///< tasks whose dependents are being released
     size_t nrelease, release_cap;

@@ -78,14 +78,15 @@ typedef struct swd_task {
     union {
         int64_t enqueued_mono; ///< queued: when it entered its queue (FIFO, aging)
         int64_t attempt_mono;  ///< running: when the current attempt started
+        int64_t finished_mono; ///< terminal: when it ended (retention)
     };
     char *payload;                  ///< msgpack bytes, or NULL for nil
     swd_agent_t *agent;             ///< the current attempt's agent, while running
     uint64_t last_agent_seq;        ///< the last attempt's agent (0 before any)
     const swd_task_more_t *more;    ///< never NULL; see swd_task_more_t
-    struct swd_task *qprev, *qnext; ///< a type queue, or the agent's running list
+    struct swd_task *qprev, *qnext; ///< a type queue, the agent's running list, or retired
     struct swd_task *lprev, *lnext; ///< every task, in submission order
-    swd_timer_t timer;              ///< attempt timeout, retry delay, or retention
+    swd_timer_t timer;              ///< attempt timeout or retry delay
 } swd_task_t;
 
 typedef enum swd_task_view {

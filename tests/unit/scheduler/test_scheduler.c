@@ -967,6 +967,36 @@ Test(scheduler, a_dependent_of_a_failed_task_fails) {
     ASSERT_NO_LEAKS();
 }
 
+// Finished tasks stay findable for retain_finished_ms after they end, each
+// counted from its own end, then go.
+Test(scheduler, finished_tasks_go_after_their_own_retention) {
+    swd_sched_config_t cfg = default_cfg();
+    cfg.retain_finished_ms = 1000;
+    setup_with(&cfg, true);
+    fake_link_t *l = fake_agent_add(&H.agents, &H.clock, "w1", "work", 2);
+    char a_id[SWD_ID_MAX], b_id[SWD_ID_MAX];
+    snprintf(a_id, sizeof(a_id), "%s", tid(submit("work", SWD_PRIO_MEDIUM)));
+    snprintf(b_id, sizeof(b_id), "%s", tid(submit("work", SWD_PRIO_MEDIUM)));
+    step_until_runs(l, 2, 1000);
+    fake_ok(l, &l->runs[0], "a done");
+    swd_clock_advance(&H.clock, 600);
+    fake_ok(l, &l->runs[1], "b done");
+    cr_assert_eq(H.sched.count[SWD_TASK_SUCCEEDED], 2);
+
+    swd_clock_advance(&H.clock, 399); // A ended 999 ms ago
+    cr_assert_not_null(swd_sched_find(&H.sched, a_id, strlen(a_id)));
+    swd_clock_advance(&H.clock, 1); // 1000 ms
+    cr_assert_null(swd_sched_find(&H.sched, a_id, strlen(a_id)), "A is gone");
+    cr_assert_not_null(swd_sched_find(&H.sched, b_id, strlen(b_id)), "B ended 400 ms ago");
+    swd_clock_advance(&H.clock, 599);
+    cr_assert_not_null(swd_sched_find(&H.sched, b_id, strlen(b_id)), "B ended 999 ms ago");
+    swd_clock_advance(&H.clock, 1);
+    cr_assert_null(swd_sched_find(&H.sched, b_id, strlen(b_id)), "B is gone");
+    cr_assert_eq(H.sched.count[SWD_TASK_SUCCEEDED], 0);
+    teardown();
+    ASSERT_NO_LEAKS();
+}
+
 // A dependent that ended early (cancelled, or failed through another of its
 // dependencies) and then passed its retention must not be touched when the
 // dependency it was still listed under finishes later.
