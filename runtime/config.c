@@ -519,14 +519,10 @@ int swd_config_overrides_add(swd_config_overrides_t *o, const char *flag, const 
     if (key == NULL) {
         return SWD_ENOTFOUND;
     }
-    for (int i = 0; i < o->n; i++) {
-        if (o->keys[i] == key) {
-            o->values[i] = value; // the last of a repeated flag wins
-            return 0;
-        }
-    }
-    if (o->n == SWD_CONFIG_MAX_OVERRIDES) {
-        return SWD_EOVERFLOW; // more keys with flags than the list holds
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 4;
+        o->keys = swd_xrealloc(o->keys, o->cap * sizeof(*o->keys));
+        o->values = swd_xrealloc(o->values, o->cap * sizeof(*o->values));
     }
     o->keys[o->n] = key;
     o->values[o->n++] = value;
@@ -535,13 +531,19 @@ int swd_config_overrides_add(swd_config_overrides_t *o, const char *flag, const 
 
 int swd_config_overrides_apply(const swd_config_overrides_t *o, swd_config_t *c, swd_diag_t *d) {
     int first = 0;
-    for (int i = 0; i < o->n; i++) {
+    for (size_t i = 0; i < o->n; i++) {
         int r = swd_config_set(c, o->keys[i], o->values[i], SWD_CONFIG_FLAG, d);
         if (first == 0) {
             first = r;
         }
     }
     return first;
+}
+
+void swd_config_overrides_close(swd_config_overrides_t *o) {
+    free(o->keys);
+    free(o->values);
+    memset(o, 0, sizeof(*o));
 }
 
 const char *swd_config_source_name(swd_config_source_t s) {

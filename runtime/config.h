@@ -284,27 +284,25 @@ const char *swd_config_flag_key(const char *flag);
 /// True when `key` is in the main table (pool keys depend on the config).
 bool swd_config_has_key(const char *key);
 
-/// How many keys may be set by flags (more than the table has flags for).
-#define SWD_CONFIG_MAX_OVERRIDES 8
-
 /// The flags of one command line that set keys (--listen, --http, --unix,
-/// --log-level), in order, to be applied after the file and the environment.
-/// Zero-initialise it; it owns nothing: keys are the table's names and values
-/// are borrowed (argv), so both must outlive it.
+/// --log-level), every one in order, to be applied after the file and the
+/// environment: each value is checked, and of a flag given twice the last
+/// wins. Zero-initialise it; keys are the table's names and values are
+/// borrowed (argv), so both must outlive it; swd_config_overrides_close()
+/// frees the list.
 typedef struct swd_config_overrides {
-    const char *keys[SWD_CONFIG_MAX_OVERRIDES];
-    const char *values[SWD_CONFIG_MAX_OVERRIDES];
-    int n;
+    const char **keys;
+    const char **values;
+    size_t n, cap;
 } swd_config_overrides_t;
 
-/// Records `value` for the key that `flag` ("listen" or "--listen") sets; a
-/// flag given twice keeps its last value, so a command line never fills the
-/// list. Returns 0, SWD_ENOTFOUND when the flag sets no key, or
-/// SWD_EOVERFLOW when `o` is full; on an error nothing is recorded.
+/// Records `value` for the key that `flag` ("listen" or "--listen") sets.
+/// Returns 0, or SWD_ENOTFOUND (nothing recorded) when the flag sets no key.
 int swd_config_overrides_add(swd_config_overrides_t *o, const char *flag, const char *value);
 /// swd_config_set() of every recorded value, in order, as SWD_CONFIG_FLAG;
 /// each bad value is reported to `d`. Returns 0 or the first error.
 int swd_config_overrides_apply(const swd_config_overrides_t *o, swd_config_t *c, swd_diag_t *d);
+void swd_config_overrides_close(swd_config_overrides_t *o);
 
 /// Parses `value` (text; lists and maps in YAML flow form, `["a", "b"]`),
 /// checks type, bounds and validator, stores it, then runs the apply hooks.

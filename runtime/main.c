@@ -59,7 +59,7 @@ static int parse_flags(int argc, char **argv, options_t *o) {
         case 'H':
         case 'u':
         case 'L':
-            // Cannot fail: each of these sets a key; a repeat replaces it.
+            // Cannot fail: each of these sets a key.
             (void)swd_config_overrides_add(&o->flags, longopts[idx].name, optarg);
             break;
         case 'r':
@@ -170,23 +170,21 @@ int main(int argc, char **argv) {
     bool serve = strcmp(cmd, "serve") == 0;
     // `swarmd --print-config [--config FILE]`: the flags start at argv[1].
     int r = serve ? parse_flags(argc - 1, argv + 1, &o) : parse_flags(argc, argv, &o);
-    if (r != 0) {
-        return r;
-    }
-    if (!serve && !o.print_config) {
+    if (r == 0 && !serve && !o.print_config) {
         fprintf(stderr, "swarmd: unknown command '%s'\n", cmd);
         usage(stderr);
-        return 2;
+        r = 2;
     }
-    swd_config_t cfg;
-    r = load_config(&cfg, &o);
     if (r == 0) {
-        if (o.print_config) {
+        swd_config_t cfg;
+        r = load_config(&cfg, &o);
+        if (r == 0 && o.print_config) {
             swd_config_print(&cfg, stdout);
-        } else {
+        } else if (r == 0) {
             r = cmd_serve(&o, &cfg);
         }
+        swd_config_close(&cfg);
     }
-    swd_config_close(&cfg);
+    swd_config_overrides_close(&o.flags);
     return r;
 }

@@ -11,6 +11,8 @@
 #define DEFAULT_MAX_WRITE (64u * 1024u * 1024u)
 #define READ_CHUNK 65536
 #define KEEP_WRITE_BUFFER 65536 // a connection's write buffer kept for reuse
+#define WRITE_PIECE (1u << 30)  // bytes per uv_buf_t
+#define MAX_WRITE_PIECES 80     // limits.max_write_buffer_bytes (64 GiB) and a message
 
 typedef struct pending_call {
     swd_rpc_response_cb cb;
@@ -54,7 +56,7 @@ struct swd_rpc_conn {
 };
 
 static void on_handle_close(uv_handle_t *h);
-static void write_now(swd_rpc_conn_t *c);
+static void write_before_close(swd_rpc_conn_t *c);
 
 static uv_stream_t *out_stream(swd_rpc_conn_t *c) {
     return c->kind == SWD_CONN_PIPES ? (uv_stream_t *)&c->out : &c->in.stream;
@@ -185,10 +187,7 @@ void swd_rpc_conn_close(swd_rpc_conn_t *c, const char *reason) {
     if (c->closing) {
         return;
     }
-    write_now(c); // what the peer was sent before the close goes out if it can
-    if (c->closing) {
-        return; // that write closed it (an error, or close_after_flush)
-    }
+    write_before_close(c);
     c->closing = true;
     c->close_reason = reason;
     swd_rpc_conn_ref(c);
@@ -240,19 +239,34 @@ static void on_write(uv_write_t *req, int status) {
     }
 }
 
+// Points `bufs` at `len` bytes in pieces libuv can take (its lengths are
+// unsigned int, uv_try_write() answers in an int); returns how many.
+static unsigned split_bufs(char *data, size_t len, uv_buf_t *bufs, unsigned max) {
+    unsigned n = 0;
+    while (len > 0 && n < max) {
+        size_t piece = len < WRITE_PIECE ? len : WRITE_PIECE;
+        bufs[n++] = uv_buf_init(data, (unsigned)piece);
+        data += piece;
+        len -= piece;
+    }
+    return n;
+}
+
 // Writes what is buffered: at once as far as the socket takes it, the rest
-// with uv_write() (one write in flight at a time; on_write() goes on).
+// with uv_write() (one write in flight at a time; on_write() goes on). An
+// error is never acted on here, inside whatever sent: uv_write() reports it
+// to on_write() on a later loop turn, which closes the connection.
 static void write_now(swd_rpc_conn_t *c) {
     if (c->wbuf != NULL || c->enc.buf.len == 0 || c->closing) {
         return;
     }
-    uv_buf_t b = uv_buf_init(c->enc.buf.data, (unsigned)c->enc.buf.len);
-    int n = uv_try_write(out_stream(c), &b, 1);
-    if (n < 0 && n != UV_EAGAIN) {
-        swd_rpc_conn_close(c, uv_strerror(n));
-        return;
+    uv_buf_t first;
+    split_bufs(c->enc.buf.data, c->enc.buf.len, &first, 1);
+    int n = uv_try_write(out_stream(c), &first, 1);
+    if (n < 0) {
+        n = 0; // UV_EAGAIN, or an error that uv_write() reports below
     }
-    if (n == (int)c->enc.buf.len) {
+    if ((size_t)n == c->enc.buf.len) {
         if (c->enc.buf.cap > KEEP_WRITE_BUFFER) {
             swd_buf_close(&c->enc.buf); // a big answer's memory goes back
         } else {
@@ -263,18 +277,31 @@ static void write_now(swd_rpc_conn_t *c) {
         }
         return;
     }
-    if (n > 0) {
-        swd_buf_consume(&c->enc.buf, (size_t)n);
+    swd_buf_consume(&c->enc.buf, (size_t)n);
+    if (c->enc.buf.len > (size_t)MAX_WRITE_PIECES * WRITE_PIECE) {
+        swd_rpc_conn_close(c, "write buffer limit"); // past any configurable bound
+        return;
     }
     c->wbuf = swd_buf_steal(&c->enc.buf, &c->wlen);
-    b = uv_buf_init(c->wbuf, (unsigned)c->wlen);
+    uv_buf_t bufs[MAX_WRITE_PIECES];
+    unsigned nbufs = split_bufs(c->wbuf, c->wlen, bufs, MAX_WRITE_PIECES);
     c->wreq.data = c;
-    int r = uv_write(&c->wreq, out_stream(c), &b, 1, on_write);
+    int r = uv_write(&c->wreq, out_stream(c), bufs, nbufs, on_write);
     if (r < 0) {
         free(c->wbuf);
         c->wbuf = NULL;
         c->wlen = 0;
         swd_rpc_conn_close(c, uv_strerror(r));
+    }
+}
+
+// What a connection about to close was sent goes out if the socket takes it
+// now; errors and leftovers go with the connection.
+static void write_before_close(swd_rpc_conn_t *c) {
+    if (c->wbuf == NULL && c->enc.buf.len > 0) {
+        uv_buf_t first;
+        split_bufs(c->enc.buf.data, c->enc.buf.len, &first, 1);
+        (void)uv_try_write(out_stream(c), &first, 1);
     }
 }
 

@@ -157,7 +157,7 @@ static int parse_opts(int argc, char **argv, run_opts_t *o) {
         case 'l':
         case 'H':
         case 'L':
-            // Cannot fail: each of these sets a key; a repeat replaces it.
+            // Cannot fail: each of these sets a key.
             (void)swd_config_overrides_add(&o->flags, longopts[idx].name, optarg);
             break;
         case 's':
@@ -1118,6 +1118,7 @@ static void print_header(run_t *r) {
 }
 
 static void run_free(run_t *r) {
+    swd_config_overrides_close(&r->o.flags);
     for (size_t i = 0; r->recs != NULL && i < r->w.n; i++) {
         free(r->recs[i].error_code);
         free(r->recs[i].error_message);

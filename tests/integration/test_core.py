@@ -597,6 +597,11 @@ def repeated_flag_last_wins():
     with Daemon(args=bad + ["--listen", "127.0.0.1:0"]) as d:
         check(d.rpc.startswith("127.0.0.1:"), "RPC bound to the last --listen: %s" % d.rpc)
         eq(d.client().call("swarm.hello", {"client": "flags"}).get("api"), 1, "api")
+    # Every value is still checked: a bad one given first is an error.
+    r = run_swarmd(["serve", "--listen", "nonsense", "--listen", "127.0.0.1:0",
+                    "--http", "127.0.0.1:0"], timeout=20)
+    eq(r.returncode, 2, "exit status (stderr: %s)" % r.stderr[-2000:])
+    check("--listen" in r.stderr, "stderr names the flag — got:\n%s" % r.stderr[-2000:])
 
 
 @test
