@@ -33,10 +33,10 @@ static bool slot_before(const swd_heap_node_t *x, const swd_heap_node_t *y) {
     if (a->key != b->key) {
         return a->key > b->key;
     }
-    if (a->agent->inflight != b->agent->inflight) {
-        return a->agent->inflight < b->agent->inflight;
+    if (a->inflight != b->inflight) {
+        return a->inflight < b->inflight;
     }
-    return a->agent->seq < b->agent->seq;
+    return a->agent_seq < b->agent_seq;
 }
 
 void swd_agents_init(swd_agents_t *r, swd_clock_t *clock, swd_bus_t *bus,
@@ -179,6 +179,8 @@ static void update_rankings(swd_agent_t *a, bool eligible) {
         }
         double parts[4];
         s->key = swd_agent_health(a, (int)s->type, parts);
+        s->inflight = a->inflight;
+        s->agent_seq = a->seq;
         swd_heap_update(h, &s->node);
     }
     a->eligible = eligible;
