@@ -5,10 +5,14 @@
 
 #include "proto/alloc.h"
 
+_Noreturn void swd_out_of_memory(size_t n) {
+    fprintf(stderr, "swarmd: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
 static void *check(void *p, size_t n) {
     if (p == NULL && n != 0) {
-        fprintf(stderr, "swarmd: out of memory allocating %zu bytes\n", n);
-        abort();
+        swd_out_of_memory(n);
     }
     return p;
 }

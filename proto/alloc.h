@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+/// Reports that `n` bytes could not be had, and aborts.
+_Noreturn void swd_out_of_memory(size_t n);
 void *swd_xmalloc(size_t n);
 void *swd_xcalloc(size_t count, size_t n);
 void *swd_xrealloc(void *p, size_t n);

@@ -24,19 +24,15 @@ void swd_buf_consume(swd_buf_t *b, size_t n) {
     b->len -= n;
 }
 
-void swd_buf_append(swd_buf_t *b, const void *data, size_t n) {
-    if (b->cap - b->len < n) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->len < n) {
-            cap *= 2;
-        }
+void swd_buf_grow(swd_buf_t *b, size_t n) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < n) {
+        cap *= 2;
+    }
+    if (cap != b->cap) {
         b->data = swd_xrealloc(b->data, cap);
         b->cap = cap;
     }
-    if (n > 0) {
-        memcpy(b->data + b->len, data, n);
-    }
-    b->len += n;
 }
 
 int swd_buf_write_cb(void *data, const char *bytes, size_t n) {

@@ -4,6 +4,7 @@
 #define SWD_PROTO_BUF_H
 
 #include <stddef.h>
+#include <string.h>
 
 typedef struct swd_buf {
     char *data; ///< owned; NULL until the first write
@@ -18,7 +19,20 @@ void swd_buf_close(swd_buf_t *b);
 void swd_buf_reset(swd_buf_t *b);
 /// Drops the first `n` bytes (n <= len).
 void swd_buf_consume(swd_buf_t *b, size_t n);
-void swd_buf_append(swd_buf_t *b, const void *data, size_t n);
+/// Makes room for `n` more bytes.
+void swd_buf_grow(swd_buf_t *b, size_t n);
+
+// Inline: every packed item of every message comes through here.
+static inline void swd_buf_append(swd_buf_t *b, const void *data, size_t n) {
+    if (b->cap - b->len < n) {
+        swd_buf_grow(b, n);
+    }
+    if (n > 0) { // memcpy's pointers must be valid even for 0 bytes
+        memcpy(b->data + b->len, data, n);
+    }
+    b->len += n;
+}
+
 /// msgpack_packer write callback; `data` is the swd_buf_t.
 int swd_buf_write_cb(void *data, const char *bytes, size_t n);
 /// Hands the bytes to the caller (who frees them) and leaves `b` empty.

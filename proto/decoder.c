@@ -34,7 +34,11 @@ struct swd_decoder {
     bool msgid_known;
     uint64_t msgid;
 
-    msgpack_unpacked unpacked;
+    // One zone for the objects of the current message, cleared (its first
+    // chunk kept) rather than freed between messages: msgpack_unpack_next()
+    // would malloc and free an 8 KiB zone per message.
+    msgpack_zone zone;
+    msgpack_object obj;
     bool failed;
     swd_proto_error_t error;
 };
@@ -250,7 +254,9 @@ static void reset_scan(swd_decoder_t *d) {
 swd_decoder_t *swd_decoder_new(size_t max_message_bytes) {
     swd_decoder_t *d = swd_xcalloc(1, sizeof(*d));
     d->max = max_message_bytes ? max_message_bytes : SWD_PROTO_DEFAULT_MAX_MESSAGE;
-    msgpack_unpacked_init(&d->unpacked);
+    if (!msgpack_zone_init(&d->zone, MSGPACK_ZONE_CHUNK_SIZE)) {
+        swd_out_of_memory(MSGPACK_ZONE_CHUNK_SIZE);
+    }
     return d;
 }
 
@@ -258,15 +264,14 @@ void swd_decoder_free(swd_decoder_t *d) {
     if (d == NULL) {
         return;
     }
-    msgpack_unpacked_destroy(&d->unpacked);
+    msgpack_zone_destroy(&d->zone);
     free(d->buf);
     free(d);
 }
 
 // Drops the last message's objects (their strings point into the buffer).
 static void drop_message(swd_decoder_t *d) {
-    msgpack_unpacked_destroy(&d->unpacked);
-    msgpack_unpacked_init(&d->unpacked);
+    msgpack_zone_clear(&d->zone);
 }
 
 // Before a read: moves the unscanned bytes to the front, so the buffer never
@@ -379,11 +384,14 @@ int swd_decoder_next(swd_decoder_t *d, swd_msg_t *out, swd_proto_error_t *perr) 
         return 0;
     }
     size_t off = 0;
-    msgpack_unpack_return ur = msgpack_unpack_next(&d->unpacked, d->buf + d->start, flen, &off);
+    // msgpack_unpack() (marked obsolete in msgpack-c's header, still exported
+    // and unchanged in 6.x) is the one call that unpacks into a zone the
+    // caller keeps.
+    msgpack_unpack_return ur = msgpack_unpack(d->buf + d->start, flen, &off, &d->zone, &d->obj);
     if (ur != MSGPACK_UNPACK_SUCCESS || off != flen) {
         r = fail(d, SWD_EPROTO, true, "frame of %zu bytes does not decode (%d)", flen, (int)ur);
     } else {
-        r = classify(d, &d->unpacked.data, out);
+        r = classify(d, &d->obj, out);
     }
     if (r < 0) {
         if (perr != NULL) {

@@ -10,6 +10,7 @@
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "proto/buf.h"
 #include "proto/errors.h"
@@ -37,22 +38,93 @@ msgpack_packer *swd_enc_error_data(swd_encoder_t *e, uint64_t msgid, swd_rpc_err
 /// Closes swd_enc_error_data(): packs the nil result after the error map.
 void swd_enc_error_data_end(swd_encoder_t *e);
 
-// Small packing helpers shared by everything that writes maps.
-void swd_pack_str(msgpack_packer *pk, const char *s);
-void swd_pack_strn(msgpack_packer *pk, const char *s, size_t n);
+// Small packing helpers shared by everything that writes maps. They are
+// inline so that a literal key's strlen() is folded at compile time and a
+// short string goes to the buffer in one write instead of two: a Task is
+// twenty such keys (bench/README.md, profile).
+
+/// Longest string with a one-byte msgpack header (fixstr).
+#define SWD_FIXSTR_MAX 31
+
+static inline void swd_pack_strn(msgpack_packer *pk, const char *s, size_t n) {
+    if (n <= SWD_FIXSTR_MAX) {
+        char b[1 + SWD_FIXSTR_MAX];
+        b[0] = (char)(0xa0 | n);
+        if (n > 0) {
+            memcpy(b + 1, s, n);
+        }
+        pk->callback(pk->data, b, n + 1);
+        return;
+    }
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static inline void swd_pack_str(msgpack_packer *pk, const char *s) {
+    swd_pack_strn(pk, s, strlen(s));
+}
+
 /// A string, or nil when `s` is NULL.
-void swd_pack_str_or_nil(msgpack_packer *pk, const char *s);
-void swd_pack_bool(msgpack_packer *pk, bool v);
+static inline void swd_pack_str_or_nil(msgpack_packer *pk, const char *s) {
+    if (s == NULL) {
+        msgpack_pack_nil(pk);
+    } else {
+        swd_pack_str(pk, s);
+    }
+}
+
+static inline void swd_pack_bool(msgpack_packer *pk, bool v) {
+    if (v) {
+        msgpack_pack_true(pk);
+    } else {
+        msgpack_pack_false(pk);
+    }
+}
+
 /// Writes already-encoded msgpack bytes (one whole object) as they are.
-void swd_pack_raw(msgpack_packer *pk, const char *bytes, size_t n);
+static inline void swd_pack_raw(msgpack_packer *pk, const char *bytes, size_t n) {
+    pk->callback(pk->data, bytes, n);
+}
+
 /// Packs `key` then a string value (nil when `v` is NULL).
-void swd_pack_kv_str(msgpack_packer *pk, const char *key, const char *v);
-void swd_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t v);
-void swd_pack_kv_i64(msgpack_packer *pk, const char *key, int64_t v);
-void swd_pack_kv_f64(msgpack_packer *pk, const char *key, double v);
-void swd_pack_kv_bool(msgpack_packer *pk, const char *key, bool v);
-void swd_pack_kv_nil(msgpack_packer *pk, const char *key);
+static inline void swd_pack_kv_str(msgpack_packer *pk, const char *key, const char *v) {
+    swd_pack_str(pk, key);
+    swd_pack_str_or_nil(pk, v);
+}
+
+static inline void swd_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t v) {
+    swd_pack_str(pk, key);
+    msgpack_pack_uint64(pk, v);
+}
+
+static inline void swd_pack_kv_i64(msgpack_packer *pk, const char *key, int64_t v) {
+    swd_pack_str(pk, key);
+    msgpack_pack_int64(pk, v);
+}
+
+static inline void swd_pack_kv_f64(msgpack_packer *pk, const char *key, double v) {
+    swd_pack_str(pk, key);
+    msgpack_pack_double(pk, v);
+}
+
+static inline void swd_pack_kv_bool(msgpack_packer *pk, const char *key, bool v) {
+    swd_pack_str(pk, key);
+    swd_pack_bool(pk, v);
+}
+
+static inline void swd_pack_kv_nil(msgpack_packer *pk, const char *key) {
+    swd_pack_str(pk, key);
+    msgpack_pack_nil(pk);
+}
+
 /// Packs `key` then a millisecond stamp, or nil when `ms` is 0 or less.
-void swd_pack_kv_ms(msgpack_packer *pk, const char *key, int64_t ms);
+static inline void swd_pack_kv_ms(msgpack_packer *pk, const char *key, int64_t ms) {
+    swd_pack_str(pk, key);
+    if (ms > 0) {
+        msgpack_pack_int64(pk, ms);
+    } else {
+        msgpack_pack_nil(pk);
+    }
+}
 
 #endif

@@ -13,12 +13,13 @@ __attribute__((format(printf, 2, 3))) static int bad(swd_params_t *p, const char
     return SWD_EPARAMS;
 }
 
+static bool obj_streqn(const msgpack_object *o, const char *s, size_t n) {
+    return (o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN) &&
+           o->via.str.size == n && memcmp(o->via.str.ptr, s, n) == 0;
+}
+
 bool swd_obj_streq(const msgpack_object *o, const char *s) {
-    if (o->type != MSGPACK_OBJECT_STR && o->type != MSGPACK_OBJECT_BIN) {
-        return false;
-    }
-    size_t n = strlen(s);
-    return o->via.str.size == n && memcmp(o->via.str.ptr, s, n) == 0;
+    return obj_streqn(o, s, strlen(s));
 }
 
 int swd_params_open_map(swd_params_t *p, const msgpack_object *map) {
@@ -54,8 +55,9 @@ int swd_params_open(swd_params_t *p, const msgpack_object *params) {
 }
 
 static const msgpack_object *kv_find(const msgpack_object_kv *kv, uint32_t n, const char *key) {
+    size_t klen = strlen(key);
     for (uint32_t i = 0; i < n; i++) {
-        if (swd_obj_streq(&kv[i].key, key)) {
+        if (obj_streqn(&kv[i].key, key, klen)) {
             return kv[i].val.type == MSGPACK_OBJECT_NIL ? NULL : &kv[i].val;
         }
     }
