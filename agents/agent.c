@@ -26,17 +26,19 @@ const char *swd_agent_state_name(swd_agent_state_t s) {
 
 #define SLOT_OF(n) ((swd_agent_slot_t *)((char *)(n)-offsetof(swd_agent_slot_t, node)))
 
-// Higher health first; ties go to fewer tasks in flight, then the older agent.
-static bool slot_before(const swd_heap_node_t *x, const swd_heap_node_t *y) {
-    const swd_agent_slot_t *a = SLOT_OF(x);
-    const swd_agent_slot_t *b = SLOT_OF(y);
-    if (a->key != b->key) {
-        return a->key > b->key;
+// The rank of an agent for one type, as a heap key (least first): higher
+// health first, then fewer tasks in flight, then the older agent. Health is
+// a non-negative double, whose bits sort as the value does; in-flight
+// counts past 2^24 and agent numbers past 2^40 only tie.
+static swd_heap_key_t rank_key(const swd_agent_t *a, double health) {
+    if (!(health > 0)) {
+        health = 0; // also NaN
     }
-    if (a->inflight != b->inflight) {
-        return a->inflight < b->inflight;
-    }
-    return a->agent_seq < b->agent_seq;
+    uint64_t bits;
+    memcpy(&bits, &health, sizeof(bits));
+    uint64_t inflight = a->inflight < (1u << 24) ? a->inflight : (1u << 24) - 1;
+    uint64_t seq = a->seq < ((uint64_t)1 << 40) ? a->seq : ((uint64_t)1 << 40) - 1;
+    return (swd_heap_key_t){.hi = ~bits, .lo = inflight << 40 | seq};
 }
 
 void swd_agents_init(swd_agents_t *r, swd_clock_t *clock, swd_bus_t *bus,
@@ -178,10 +180,7 @@ static void update_rankings(swd_agent_t *a, bool eligible) {
             continue;
         }
         double parts[4];
-        s->key = swd_agent_health(a, (int)s->type, parts);
-        s->inflight = a->inflight;
-        s->agent_seq = a->seq;
-        swd_heap_update(h, &s->node);
+        swd_heap_update(h, &s->node, rank_key(a, swd_agent_health(a, (int)s->type, parts)));
     }
     a->eligible = eligible;
 }
@@ -217,7 +216,7 @@ static void add_slot(swd_agent_t *a, uint32_t type) {
     for (uint32_t i = 0; i < a->nslots; i++) {
         swd_agent_slot_t *s = &a->slots[i];
         if (swd_heap_contains(&s->node)) {
-            a->reg->types[s->type].agents.nodes[s->node.index] = &s->node;
+            swd_heap_moved(&a->reg->types[s->type].agents, &s->node);
         }
     }
     swd_agent_slot_t *s = &a->slots[a->nslots++];
@@ -238,7 +237,7 @@ int swd_agents_type(swd_agents_t *r, const char *name, size_t len) {
     r->types = swd_xrealloc(r->types, (r->ntypes + 1) * sizeof(*r->types));
     swd_type_t *t = &r->types[r->ntypes];
     t->name = swd_xstrndup(name, len);
-    swd_heap_init(&t->agents, slot_before);
+    swd_heap_init(&t->agents);
     uint32_t type = r->ntypes++;
     swd_strmap_put(&r->type_ids, name, len, (void *)(uintptr_t)(type + 1));
     // Agents that run everything can run this type too.
@@ -265,15 +264,15 @@ swd_agent_t *swd_agents_best(const swd_agents_t *r, uint32_t type, const swd_age
         return best;
     }
     // The runner-up is one of the top's two children.
-    swd_heap_node_t *c1 = swd_heap_at(h, 1);
-    swd_heap_node_t *c2 = swd_heap_at(h, 2);
+    const swd_heap_entry_t *c1 = swd_heap_at(h, 1);
+    const swd_heap_entry_t *c2 = swd_heap_at(h, 2);
     if (c1 == NULL) {
         return best;
     }
-    if (c2 != NULL && h->less(c2, c1)) {
+    if (c2 != NULL && swd_heap_key_less(c2->key, c1->key)) {
         c1 = c2;
     }
-    return SLOT_OF(c1)->agent;
+    return SLOT_OF(c1->node)->agent;
 }
 
 bool swd_agents_can_run(const swd_agents_t *r, uint32_t type) {

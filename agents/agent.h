@@ -88,12 +88,6 @@ typedef struct swd_agent_slot {
     swd_heap_node_t node;
     swd_agent_t *agent;
     uint32_t type;
-    // The heap's order, copied from the agent when it is ranked so that
-    // comparing two slots reads no agent: health for this type (higher
-    // first), then tasks in flight (fewer first), then age (older first).
-    uint32_t inflight;
-    double key;
-    uint64_t agent_seq;
     double ok_ewma;
     double latency_ewma_ms;
     uint32_t samples;

@@ -4,15 +4,6 @@
 
 #define TIMER_OF(n) ((swd_timer_t *)((char *)(n)-offsetof(swd_timer_t, node)))
 
-static bool timer_less(const swd_heap_node_t *a, const swd_heap_node_t *b) {
-    const swd_timer_t *ta = TIMER_OF(a);
-    const swd_timer_t *tb = TIMER_OF(b);
-    if (ta->due_ms != tb->due_ms) {
-        return ta->due_ms < tb->due_ms;
-    }
-    return ta->seq < tb->seq;
-}
-
 static int64_t realtime_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -78,7 +69,7 @@ static void on_uv_idle(uv_idle_t *h) {
 }
 
 int swd_clock_init_real(swd_clock_t *c, uv_loop_t *loop) {
-    swd_heap_init(&c->timers, timer_less);
+    swd_heap_init(&c->timers);
     c->next_seq = 0;
     c->is_virtual = false;
     c->now_ms = 0;
@@ -96,7 +87,7 @@ int swd_clock_init_real(swd_clock_t *c, uv_loop_t *loop) {
 }
 
 void swd_clock_init_virtual(swd_clock_t *c, int64_t start_wall_ms) {
-    swd_heap_init(&c->timers, timer_less);
+    swd_heap_init(&c->timers);
     c->next_seq = 0;
     c->is_virtual = true;
     c->now_ms = 0;
@@ -173,7 +164,9 @@ void swd_timer_start(swd_timer_t *t, int64_t timeout_ms) {
     swd_heap_remove(&c->timers, &t->node);
     t->due_ms = swd_clock_now(c) + (timeout_ms > 0 ? timeout_ms : 0);
     t->seq = c->next_seq++;
-    swd_heap_push(&c->timers, &t->node);
+    // Equal deadlines fire in start order.
+    swd_heap_push(&c->timers, &t->node,
+                  (swd_heap_key_t){.hi = swd_heap_key_i64(t->due_ms), .lo = t->seq});
     if (!c->is_virtual && swd_heap_top(&c->timers) == &t->node) {
         rearm(c);
     }

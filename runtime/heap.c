@@ -3,18 +3,15 @@
 #include "proto/alloc.h"
 #include "runtime/heap.h"
 
-void swd_heap_init(swd_heap_t *h, swd_heap_less_fn less) {
-    h->nodes = NULL;
+void swd_heap_init(swd_heap_t *h) {
+    h->entries = NULL;
     h->len = 0;
     h->cap = 0;
-    h->less = less;
 }
 
 void swd_heap_close(swd_heap_t *h) {
-    free(h->nodes);
-    h->nodes = NULL;
-    h->len = 0;
-    h->cap = 0;
+    free(h->entries);
+    swd_heap_init(h);
 }
 
 void swd_heap_node_init(swd_heap_node_t *n) {
@@ -25,72 +22,77 @@ bool swd_heap_contains(const swd_heap_node_t *n) {
     return n->index != SWD_HEAP_NONE;
 }
 
-static void place(swd_heap_t *h, size_t i, swd_heap_node_t *n) {
-    h->nodes[i] = n;
-    n->index = i;
+static void place(swd_heap_t *h, size_t i, swd_heap_entry_t e) {
+    h->entries[i] = e;
+    e.node->index = i;
 }
 
 static void sift_up(swd_heap_t *h, size_t i) {
-    swd_heap_node_t *n = h->nodes[i];
+    swd_heap_entry_t e = h->entries[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (!h->less(n, h->nodes[parent])) {
+        if (!swd_heap_key_less(e.key, h->entries[parent].key)) {
             break;
         }
-        place(h, i, h->nodes[parent]);
+        place(h, i, h->entries[parent]);
         i = parent;
     }
-    place(h, i, n);
+    place(h, i, e);
 }
 
 static void sift_down(swd_heap_t *h, size_t i) {
-    swd_heap_node_t *n = h->nodes[i];
+    swd_heap_entry_t e = h->entries[i];
     for (;;) {
         size_t child = 2 * i + 1;
         if (child >= h->len) {
             break;
         }
-        if (child + 1 < h->len && h->less(h->nodes[child + 1], h->nodes[child])) {
+        if (child + 1 < h->len &&
+            swd_heap_key_less(h->entries[child + 1].key, h->entries[child].key)) {
             child++;
         }
-        if (!h->less(h->nodes[child], n)) {
+        if (!swd_heap_key_less(h->entries[child].key, e.key)) {
             break;
         }
-        place(h, i, h->nodes[child]);
+        place(h, i, h->entries[child]);
         i = child;
     }
-    place(h, i, n);
+    place(h, i, e);
 }
 
-void swd_heap_push(swd_heap_t *h, swd_heap_node_t *n) {
+void swd_heap_push(swd_heap_t *h, swd_heap_node_t *n, swd_heap_key_t key) {
     if (h->len == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 16;
-        h->nodes = swd_xrealloc(h->nodes, h->cap * sizeof(*h->nodes));
+        h->entries = swd_xrealloc(h->entries, h->cap * sizeof(*h->entries));
     }
-    place(h, h->len++, n);
+    place(h, h->len++, (swd_heap_entry_t){.key = key, .node = n});
     sift_up(h, h->len - 1);
 }
 
 swd_heap_node_t *swd_heap_top(const swd_heap_t *h) {
-    return h->len ? h->nodes[0] : NULL;
+    return h->len ? h->entries[0].node : NULL;
 }
 
-swd_heap_node_t *swd_heap_at(const swd_heap_t *h, size_t i) {
-    return i < h->len ? h->nodes[i] : NULL;
+const swd_heap_entry_t *swd_heap_at(const swd_heap_t *h, size_t i) {
+    return i < h->len ? &h->entries[i] : NULL;
+}
+
+static bool holds(const swd_heap_t *h, const swd_heap_node_t *n) {
+    return n->index < h->len && h->entries[n->index].node == n;
 }
 
 void swd_heap_remove(swd_heap_t *h, swd_heap_node_t *n) {
-    size_t i = n->index;
-    if (i == SWD_HEAP_NONE || i >= h->len || h->nodes[i] != n) {
+    if (!holds(h, n)) {
         return;
     }
+    size_t i = n->index;
     n->index = SWD_HEAP_NONE;
     h->len--;
     if (i == h->len) {
         return;
     }
-    swd_heap_node_t *moved = h->nodes[h->len];
-    place(h, i, moved);
+    swd_heap_node_t *moved = h->entries[h->len].node;
+    place(h, i, h->entries[h->len]);
     sift_up(h, i);
     sift_down(h, moved->index);
 }
@@ -103,11 +105,18 @@ swd_heap_node_t *swd_heap_pop(swd_heap_t *h) {
     return top;
 }
 
-void swd_heap_update(swd_heap_t *h, swd_heap_node_t *n) {
-    if (!swd_heap_contains(n)) {
-        swd_heap_push(h, n);
+void swd_heap_update(swd_heap_t *h, swd_heap_node_t *n, swd_heap_key_t key) {
+    if (!holds(h, n)) {
+        swd_heap_push(h, n, key);
         return;
     }
+    h->entries[n->index].key = key;
     sift_up(h, n->index);
     sift_down(h, n->index);
+}
+
+void swd_heap_moved(swd_heap_t *h, swd_heap_node_t *n) {
+    if (n->index < h->len) {
+        h->entries[n->index].node = n;
+    }
 }

@@ -23,17 +23,6 @@ static uint64_t hash_bytes(const char *s, size_t n) {
 
 // ---- uint64 keys ----
 
-// Keys here are mostly sequence numbers (tasks, agents, calls) touched in
-// about the order they were made. Runs of U64_RUN consecutive keys share one
-// aligned block of slots (four to a cache line), and the blocks are spread
-// by mix64: a task submitted, answered or expired right after its
-// neighbour finds its slot already in cache (bench/README.md, task table).
-#define U64_RUN 8u
-
-static size_t u64_home(uint64_t key, size_t mask) {
-    return (size_t)((mix64(key / U64_RUN) * U64_RUN) | (key % U64_RUN)) & mask;
-}
-
 void swd_u64map_init(swd_u64map_t *m) {
     m->slots = NULL;
     m->cap = 0;
@@ -64,7 +53,7 @@ void swd_u64map_put(swd_u64map_t *m, uint64_t key, void *value) {
         u64_grow(m);
     }
     size_t mask = m->cap - 1;
-    for (size_t i = u64_home(key, mask);; i = (i + 1) & mask) {
+    for (size_t i = mix64(key) & mask;; i = (i + 1) & mask) {
         if (m->slots[i].value == NULL) {
             m->slots[i].key = key;
             m->slots[i].value = value;
@@ -83,7 +72,7 @@ static size_t u64_find(const swd_u64map_t *m, uint64_t key) {
         return SIZE_MAX;
     }
     size_t mask = m->cap - 1;
-    for (size_t i = u64_home(key, mask); m->slots[i].value != NULL; i = (i + 1) & mask) {
+    for (size_t i = mix64(key) & mask; m->slots[i].value != NULL; i = (i + 1) & mask) {
         if (m->slots[i].key == key) {
             return i;
         }
@@ -105,7 +94,7 @@ void *swd_u64map_del(swd_u64map_t *m, uint64_t key) {
     size_t mask = m->cap - 1;
     // Backward-shift: pull later entries of the probe run into the hole.
     for (size_t j = (i + 1) & mask; m->slots[j].value != NULL; j = (j + 1) & mask) {
-        size_t home = u64_home(m->slots[j].key, mask);
+        size_t home = mix64(m->slots[j].key) & mask;
         if (((j - home) & mask) >= ((j - i) & mask)) {
             m->slots[i] = m->slots[j];
             i = j;

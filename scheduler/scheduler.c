@@ -78,13 +78,9 @@ static swd_task_more_t *more_of(swd_task_t *t) {
 
 #define QUEUE_OF(n) ((swd_type_queue_t *)((char *)(n)-offsetof(swd_type_queue_t, node)))
 
-static bool queue_before(const swd_heap_node_t *a, const swd_heap_node_t *b) {
-    const swd_type_queue_t *qa = QUEUE_OF(a);
-    const swd_type_queue_t *qb = QUEUE_OF(b);
-    if (qa->rank != qb->rank) {
-        return qa->rank < qb->rank;
-    }
-    return qa->type < qb->type;
+// Ready queues come out by their best head's rank, then by type.
+static swd_heap_key_t queue_key(const swd_type_queue_t *q) {
+    return (swd_heap_key_t){.hi = swd_heap_key_i64(q->rank), .lo = q->type};
 }
 
 static void on_dispatch_timer(swd_timer_t *t);
@@ -104,7 +100,7 @@ void swd_sched_init(swd_sched_t *s, swd_clock_t *clock, swd_bus_t *bus, swd_agen
     swd_u64map_init(&s->tasks);
     swd_strmap_init(&s->keys);
     swd_u64map_init(&s->dependents);
-    swd_heap_init(&s->ready, queue_before);
+    swd_heap_init(&s->ready);
     swd_timer_init(clock, &s->dispatch_timer, on_dispatch_timer, s);
     swd_timer_init(clock, &s->retention_timer, on_retention_timer, s);
     s->next_seq = 1;
@@ -200,7 +196,7 @@ static swd_type_queue_t *queue_for(swd_sched_t *s, uint32_t type) {
         // The ready heap points into this array: take the queues out while
         // it moves, then put them back.
         swd_heap_close(&s->ready);
-        swd_heap_init(&s->ready, queue_before);
+        swd_heap_init(&s->ready);
         s->queues = swd_xrealloc(s->queues, n * sizeof(*s->queues));
         memset(&s->queues[s->nqueues], 0, (n - s->nqueues) * sizeof(*s->queues));
         for (uint32_t i = 0; i < n; i++) {
@@ -210,7 +206,7 @@ static swd_type_queue_t *queue_for(swd_sched_t *s, uint32_t type) {
         s->nqueues = n;
         for (uint32_t i = 0; i < n; i++) {
             if (s->queues[i].len > 0 && !s->queues[i].blocked) {
-                swd_heap_push(&s->ready, &s->queues[i].node);
+                swd_heap_push(&s->ready, &s->queues[i].node, queue_key(&s->queues[i]));
             }
         }
     }
@@ -232,7 +228,7 @@ static void queue_rerank(swd_sched_t *s, swd_type_queue_t *q) {
     }
     q->rank = best;
     if (!q->blocked) {
-        swd_heap_update(&s->ready, &q->node);
+        swd_heap_update(&s->ready, &q->node, queue_key(q));
     }
 }
 
@@ -535,7 +531,7 @@ static void unblock(swd_sched_t *s, uint32_t type) {
         swd_type_queue_t *q = &s->queues[type];
         if (q->blocked) {
             q->blocked = false;
-            swd_heap_update(&s->ready, &q->node);
+            swd_heap_update(&s->ready, &q->node, queue_key(q));
         }
     }
 }
