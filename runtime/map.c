@@ -23,10 +23,25 @@ static uint64_t hash_bytes(const char *s, size_t n) {
 
 // ---- uint64 keys ----
 
+// Keys here are mostly sequence numbers (tasks, agents, calls), touched in
+// about the order they were made. The table is U64_LANES interleaved
+// linear-probing tables ("lanes": slot i is in lane i % U64_LANES, probes
+// step by U64_LANES). Each run of U64_LANES consecutive keys hashes to one
+// bucket of adjacent slots, one key per lane, so a task submitted, answered
+// or expired right after its neighbour finds its slot in cache; the lane
+// is the key's offset in its run rotated by the hash, so keys with equal
+// low bits still spread over all lanes. Probe runs stay as short as in a
+// plain table: a lane is one, for keys from different runs.
+#define U64_LANES 8u
+
+static size_t u64_home(uint64_t key, size_t mask) {
+    uint64_t h = mix64(key / U64_LANES);
+    size_t lane = (size_t)((key + h) % U64_LANES);
+    return (size_t)((h / U64_LANES) * U64_LANES + lane) & mask;
+}
+
 void swd_u64map_init(swd_u64map_t *m) {
-    m->slots = NULL;
-    m->cap = 0;
-    m->len = 0;
+    memset(m, 0, sizeof(*m));
 }
 
 void swd_u64map_close(swd_u64map_t *m) {
@@ -37,9 +52,9 @@ void swd_u64map_close(swd_u64map_t *m) {
 static void u64_grow(swd_u64map_t *m) {
     swd_u64map_slot_t *old = m->slots;
     size_t oldcap = m->cap;
-    m->cap = oldcap ? oldcap * 2 : 16;
+    swd_u64map_init(m);
+    m->cap = oldcap ? oldcap * 2 : 2 * U64_LANES;
     m->slots = swd_xcalloc(m->cap, sizeof(*m->slots));
-    m->len = 0;
     for (size_t i = 0; i < oldcap; i++) {
         if (old[i].value != NULL) {
             swd_u64map_put(m, old[i].key, old[i].value);
@@ -48,36 +63,40 @@ static void u64_grow(swd_u64map_t *m) {
     free(old);
 }
 
-void swd_u64map_put(swd_u64map_t *m, uint64_t key, void *value) {
-    if ((m->len + 1) * 4 > m->cap * 3) {
-        u64_grow(m);
-    }
-    size_t mask = m->cap - 1;
-    for (size_t i = mix64(key) & mask;; i = (i + 1) & mask) {
-        if (m->slots[i].value == NULL) {
-            m->slots[i].key = key;
-            m->slots[i].value = value;
-            m->len++;
-            return;
-        }
-        if (m->slots[i].key == key) {
-            m->slots[i].value = value;
-            return;
-        }
-    }
-}
-
 static size_t u64_find(const swd_u64map_t *m, uint64_t key) {
     if (m->cap == 0) {
         return SIZE_MAX;
     }
     size_t mask = m->cap - 1;
-    for (size_t i = mix64(key) & mask; m->slots[i].value != NULL; i = (i + 1) & mask) {
+    for (size_t i = u64_home(key, mask); m->slots[i].value != NULL; i = (i + U64_LANES) & mask) {
         if (m->slots[i].key == key) {
             return i;
         }
     }
     return SIZE_MAX;
+}
+
+void swd_u64map_put(swd_u64map_t *m, uint64_t key, void *value) {
+    size_t i = u64_find(m, key);
+    if (i != SIZE_MAX) {
+        m->slots[i].value = value;
+        return;
+    }
+    // Each lane is a table of cap / U64_LANES slots: keep each at most 3/4
+    // full, which also keeps a free slot in every lane for the probes.
+    if (m->cap == 0 ||
+        (m->lane_len[u64_home(key, m->cap - 1) % U64_LANES] + 1) * 4 > m->cap / U64_LANES * 3) {
+        u64_grow(m);
+    }
+    size_t mask = m->cap - 1;
+    i = u64_home(key, mask);
+    while (m->slots[i].value != NULL) {
+        i = (i + U64_LANES) & mask;
+    }
+    m->slots[i].key = key;
+    m->slots[i].value = value;
+    m->lane_len[i % U64_LANES]++;
+    m->len++;
 }
 
 void *swd_u64map_get(const swd_u64map_t *m, uint64_t key) {
@@ -92,16 +111,18 @@ void *swd_u64map_del(swd_u64map_t *m, uint64_t key) {
     }
     void *value = m->slots[i].value;
     size_t mask = m->cap - 1;
-    // Backward-shift: pull later entries of the probe run into the hole.
-    for (size_t j = (i + 1) & mask; m->slots[j].value != NULL; j = (j + 1) & mask) {
-        size_t home = mix64(m->slots[j].key) & mask;
+    m->lane_len[i % U64_LANES]--;
+    m->len--;
+    // Backward-shift within the lane: pull later entries of the probe run
+    // into the hole. Distances are in slots, all multiples of U64_LANES.
+    for (size_t j = (i + U64_LANES) & mask; m->slots[j].value != NULL; j = (j + U64_LANES) & mask) {
+        size_t home = u64_home(m->slots[j].key, mask);
         if (((j - home) & mask) >= ((j - i) & mask)) {
             m->slots[i] = m->slots[j];
             i = j;
         }
     }
     m->slots[i].value = NULL;
-    m->len--;
     return value;
 }
 

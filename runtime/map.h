@@ -15,8 +15,9 @@ typedef struct swd_u64map_slot {
 
 typedef struct swd_u64map {
     swd_u64map_slot_t *slots;
-    size_t cap; ///< a power of two, or 0
+    size_t cap; ///< a power of two (16 or more), or 0
     size_t len;
+    uint32_t lane_len[8]; ///< entries per lane (map.c)
 } swd_u64map_t;
 
 void swd_u64map_init(swd_u64map_t *m);
