@@ -496,14 +496,18 @@ static void on_complete(swd_agent_t *a, uint64_t cookie, const swd_outcome_t *o,
     t->tokens_used += o->tokens_used;
     s->stats.tokens_consumed += o->tokens_used;
     if (o->ok) {
-        if (o->output_len > 0 || t->more->result != NULL) {
+        // A nil output is kept as no result, which reads back as nil: a
+        // task whose agent returns nothing allocates nothing for it.
+        bool nil = o->output_len == 1 && (uint8_t)o->output[0] == 0xc0;
+        size_t len = nil ? 0 : o->output_len;
+        if (len > 0 || t->more->result != NULL) {
             swd_task_more_t *m = more_of(t);
             free(m->result);
-            m->result = o->output_len ? swd_xmalloc(o->output_len) : NULL;
-            if (o->output_len) {
-                memcpy(m->result, o->output, o->output_len);
+            m->result = len ? swd_xmalloc(len) : NULL;
+            if (len) {
+                memcpy(m->result, o->output, len);
             }
-            m->result_len = (uint32_t)o->output_len;
+            m->result_len = (uint32_t)len;
         }
         set_error(t, NULL, NULL);
         finish(s, t, SWD_TASK_SUCCEEDED);

@@ -23,6 +23,7 @@
 #include "proto/alloc.h"
 #include "proto/buf.h"
 #include "proto/encoder.h"
+#include "proto/params.h"
 #include "runtime/bus.h"
 #include "runtime/clock.h"
 #include "runtime/log.h"
@@ -727,6 +728,45 @@ Test(scheduler, non_retryable_error_fails_at_once) {
     cr_assert_eq(H.sched.stats.retries, 0);
     swd_clock_advance(&H.clock, 30000);
     cr_assert_eq(l->nruns, 1);
+    teardown();
+    ASSERT_NO_LEAKS();
+}
+
+// The Task as task.get packs it carries `result: nil`.
+static void assert_packed_result_nil(const swd_task_t *t) {
+    swd_buf_t b;
+    swd_buf_init(&b);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b, swd_buf_write_cb);
+    swd_sched_pack_task(&H.sched, t, SWD_TASK_VIEW_FULL, &pk);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    cr_assert_eq(msgpack_unpack_next(&up, b.data, b.len, NULL), MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *r = swd_map_find(&up.data, "result");
+    cr_assert_null(r, "result is not nil"); // swd_map_find: nil reads as absent
+    bool has_key = false;
+    for (uint32_t i = 0; i < up.data.via.map.size; i++) {
+        has_key = has_key || swd_obj_streq(&up.data.via.map.ptr[i].key, "result");
+    }
+    cr_assert(has_key, "the Task has no result key");
+    msgpack_unpacked_destroy(&up);
+    swd_buf_close(&b);
+}
+
+Test(scheduler, a_nil_output_reads_back_as_nil_and_allocates_nothing) {
+    setup();
+    fake_link_t *l = fake_agent_add(&H.agents, &H.clock, "w1", NULL, 1);
+    swd_task_t *t = submit("work", SWD_PRIO_MEDIUM);
+    step_until_runs(l, 1, 1000);
+    const char nil = (char)0xc0;
+    swd_outcome_t o = {.ok = true, .output = &nil, .output_len = 1, .tokens_used = 3};
+    l->runs[0].answered = true;
+    swd_agent_complete(l->agent, l->runs[0].cookie, &o);
+    turn();
+    cr_assert_str_eq(state_of(t), "succeeded");
+    cr_assert_eq(t->tokens_used, 3);
+    cr_assert_eq(t->more, &swd_task_no_more, "a nil output needs no record of its own");
+    assert_packed_result_nil(t);
     teardown();
     ASSERT_NO_LEAKS();
 }
