@@ -185,6 +185,20 @@ static void note_top_child(swd_decoder_t *d, const header_t *h) {
     d->top_items++;
 }
 
+// One-byte scalars (fixints, nil, booleans) and short strings: most items
+// of every message. Their whole size is in the first byte.
+static bool small_item(uint8_t t, size_t *size) {
+    if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) {
+        *size = 1;
+        return true;
+    }
+    if (t >= 0xa0 && t <= 0xbf) {
+        *size = 1 + (t & 0x1fu);
+        return true;
+    }
+    return false;
+}
+
 // Advances the scanner over complete headers: 1 when the frame at `start`
 // is complete (its length in `*flen`), 0 when more bytes are needed.
 static int scan_frame(swd_decoder_t *d, size_t *flen) {
@@ -203,8 +217,17 @@ static int scan_frame(swd_decoder_t *d, size_t *flen) {
         if (d->scan >= have) {
             return 0;
         }
-        header_t h;
         const uint8_t *p = (const uint8_t *)d->buf + d->start + d->scan;
+        size_t small;
+        // Fast path: inside a container, past the two top-level children
+        // note_top_child() looks at, and well within the limit.
+        if (d->depth > 0 && (d->depth > 1 || d->top_items >= 2) && small_item(p[0], &small) &&
+            d->scan + small <= d->max) {
+            d->left[d->depth - 1]--;
+            d->scan += small;
+            continue;
+        }
+        header_t h;
         int r = parse_header(p, have - d->scan, &h);
         if (r == 0) {
             return 0;
