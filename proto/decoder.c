@@ -307,6 +307,12 @@ static void compact(swd_decoder_t *d) {
         d->end -= d->start;
         d->start = 0;
     }
+    if (d->end == 0 && d->cap > SWD_DECODER_KEEP_BYTES) {
+        // One big message must not pin its buffer for the connection's life.
+        free(d->buf);
+        d->buf = NULL;
+        d->cap = 0;
+    }
 }
 
 void swd_decoder_reserve(swd_decoder_t *d, size_t hint, char **buf, size_t *len) {
@@ -342,6 +348,10 @@ void swd_decoder_feed(swd_decoder_t *d, const void *data, size_t n) {
 
 size_t swd_decoder_pending(const swd_decoder_t *d) {
     return d->end - d->start;
+}
+
+size_t swd_decoder_capacity(const swd_decoder_t *d) {
+    return d->cap;
 }
 
 static bool is_name(const msgpack_object *o) {

@@ -78,4 +78,11 @@ int swd_decoder_next(swd_decoder_t *d, swd_msg_t *out, swd_proto_error_t *perr);
 /// Bytes buffered but not yet returned as messages.
 size_t swd_decoder_pending(const swd_decoder_t *d);
 
+/// A read buffer larger than this is freed once it holds nothing pending,
+/// so one big message does not keep its memory for the connection's life.
+#define SWD_DECODER_KEEP_BYTES (1024u * 1024u)
+
+/// Bytes of read buffer the decoder holds now.
+size_t swd_decoder_capacity(const swd_decoder_t *d);
+
 #endif

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/buf.h"
 #include "proto/decoder.h"
 #include "proto/errors.h"
 #include "proto/params.h"
@@ -448,6 +449,47 @@ Test(decoder, pending_counts_the_partial_frame) {
     cr_assert_eq(swd_decoder_pending(d), 10);
     swd_decoder_free(d);
     swd_decoder_free(NULL);
+    ASSERT_NO_LEAKS();
+}
+
+// A request whose one parameter is a string of `n` bytes.
+static void big_request(swd_buf_t *b, size_t n) {
+    char *s = calloc(1, n);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, b, swd_buf_write_cb);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_uint8(&pk, 0);
+    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "m", 1);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_str_with_body(&pk, s, n);
+    free(s);
+}
+
+// A connection that once sent a big message does not keep its memory: the
+// buffer goes once nothing is pending, but never under a partial frame.
+Test(decoder, a_big_message_does_not_pin_its_buffer) {
+    swd_decoder_t *d = swd_decoder_new(0);
+    swd_buf_t b;
+    swd_buf_init(&b);
+    big_request(&b, 3u << 20);
+    swd_decoder_feed(d, b.data, b.len - 1);
+    char *p;
+    size_t n;
+    swd_decoder_reserve(d, 65536, &p, &n); // the next read, mid-frame
+    cr_assert_geq(swd_decoder_capacity(d), b.len, "a partial frame must stay buffered");
+    memcpy(p, b.data + b.len - 1, 1);
+    swd_decoder_commit(d, 1);
+    swd_msg_t m;
+    cr_assert_eq(swd_decoder_next(d, &m, NULL), 1);
+    cr_assert_eq(m.params->via.array.ptr[0].via.str.size, 3u << 20);
+    swd_decoder_reserve(d, 65536, &p, &n); // the read after it
+    cr_assert_leq(swd_decoder_capacity(d), SWD_DECODER_KEEP_BYTES, "capacity %zu kept",
+                  swd_decoder_capacity(d));
+    swd_decoder_feed(d, tv_request.bytes, tv_request.len);
+    cr_assert_eq(swd_decoder_next(d, &m, NULL), 1, "decodes on after the release");
+    swd_buf_close(&b);
+    swd_decoder_free(d);
     ASSERT_NO_LEAKS();
 }
 
