@@ -1,3 +1,4 @@
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,8 @@ static uint64_t hash_bytes(const char *s, size_t n) {
 // low bits still spread over all lanes. Probe runs stay as short as in a
 // plain table: a lane is one, for keys from different runs.
 #define U64_LANES 8u
+_Static_assert(sizeof(((swd_u64map_t *)0)->lane_len) / sizeof(uint32_t) == U64_LANES,
+               "one count per lane");
 
 static size_t u64_home(uint64_t key, size_t mask) {
     uint64_t h = mix64(key / U64_LANES);
@@ -77,6 +80,7 @@ static size_t u64_find(const swd_u64map_t *m, uint64_t key) {
 }
 
 void swd_u64map_put(swd_u64map_t *m, uint64_t key, void *value) {
+    assert(value != NULL); // NULL marks an empty slot
     size_t i = u64_find(m, key);
     if (i != SIZE_MAX) {
         m->slots[i].value = value;
