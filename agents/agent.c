@@ -263,16 +263,15 @@ swd_agent_t *swd_agents_best(const swd_agents_t *r, uint32_t type, const swd_age
     if (best != avoid) {
         return best;
     }
-    // The runner-up is one of the top's two children.
-    const swd_heap_entry_t *c1 = swd_heap_at(h, 1);
-    const swd_heap_entry_t *c2 = swd_heap_at(h, 2);
-    if (c1 == NULL) {
-        return best;
+    // The runner-up is one of the top's children.
+    const swd_heap_entry_t *second = NULL;
+    for (size_t i = 1; i <= SWD_HEAP_ARITY; i++) {
+        const swd_heap_entry_t *c = swd_heap_at(h, i);
+        if (c != NULL && (second == NULL || swd_heap_key_less(c->key, second->key))) {
+            second = c;
+        }
     }
-    if (c2 != NULL && swd_heap_key_less(c2->key, c1->key)) {
-        c1 = c2;
-    }
-    return SLOT_OF(c1->node)->agent;
+    return second != NULL ? SLOT_OF(second->node)->agent : best;
 }
 
 bool swd_agents_can_run(const swd_agents_t *r, uint32_t type) {

@@ -30,7 +30,7 @@ static void place(swd_heap_t *h, size_t i, swd_heap_entry_t e) {
 static void sift_up(swd_heap_t *h, size_t i) {
     swd_heap_entry_t e = h->entries[i];
     while (i > 0) {
-        size_t parent = (i - 1) / 2;
+        size_t parent = (i - 1) / SWD_HEAP_ARITY;
         if (!swd_heap_key_less(e.key, h->entries[parent].key)) {
             break;
         }
@@ -43,13 +43,16 @@ static void sift_up(swd_heap_t *h, size_t i) {
 static void sift_down(swd_heap_t *h, size_t i) {
     swd_heap_entry_t e = h->entries[i];
     for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= h->len) {
+        size_t first = SWD_HEAP_ARITY * i + 1;
+        if (first >= h->len) {
             break;
         }
-        if (child + 1 < h->len &&
-            swd_heap_key_less(h->entries[child + 1].key, h->entries[child].key)) {
-            child++;
+        size_t last = first + SWD_HEAP_ARITY < h->len ? first + SWD_HEAP_ARITY : h->len;
+        size_t child = first;
+        for (size_t c = first + 1; c < last; c++) {
+            if (swd_heap_key_less(h->entries[c].key, h->entries[child].key)) {
+                child = c;
+            }
         }
         if (!swd_heap_key_less(h->entries[child].key, e.key)) {
             break;
