@@ -66,40 +66,46 @@ static void u64_grow(swd_u64map_t *m) {
     free(old);
 }
 
-static size_t u64_find(const swd_u64map_t *m, uint64_t key) {
+// Walks `key`'s probe run: its slot, or SIZE_MAX with the run's end (the
+// free slot where it would go) in `*end`.
+static size_t u64_probe(const swd_u64map_t *m, uint64_t key, size_t *end) {
+    *end = SIZE_MAX;
     if (m->cap == 0) {
         return SIZE_MAX;
     }
     size_t mask = m->cap - 1;
-    for (size_t i = u64_home(key, mask); m->slots[i].value != NULL; i = (i + U64_LANES) & mask) {
+    size_t i = u64_home(key, mask);
+    for (; m->slots[i].value != NULL; i = (i + U64_LANES) & mask) {
         if (m->slots[i].key == key) {
             return i;
         }
     }
+    *end = i;
     return SIZE_MAX;
+}
+
+static size_t u64_find(const swd_u64map_t *m, uint64_t key) {
+    size_t end;
+    return u64_probe(m, key, &end);
 }
 
 void swd_u64map_put(swd_u64map_t *m, uint64_t key, void *value) {
     assert(value != NULL); // NULL marks an empty slot
-    size_t i = u64_find(m, key);
+    size_t end;
+    size_t i = u64_probe(m, key, &end);
     if (i != SIZE_MAX) {
         m->slots[i].value = value;
         return;
     }
     // Each lane is a table of cap / U64_LANES slots: keep each at most 3/4
     // full, which also keeps a free slot in every lane for the probes.
-    if (m->cap == 0 ||
-        (m->lane_len[u64_home(key, m->cap - 1) % U64_LANES] + 1) * 4 > m->cap / U64_LANES * 3) {
+    if (m->cap == 0 || (m->lane_len[end % U64_LANES] + 1) * 4 > m->cap / U64_LANES * 3) {
         u64_grow(m);
+        u64_probe(m, key, &end);
     }
-    size_t mask = m->cap - 1;
-    i = u64_home(key, mask);
-    while (m->slots[i].value != NULL) {
-        i = (i + U64_LANES) & mask;
-    }
-    m->slots[i].key = key;
-    m->slots[i].value = value;
-    m->lane_len[i % U64_LANES]++;
+    m->slots[end].key = key;
+    m->slots[end].value = value;
+    m->lane_len[end % U64_LANES]++;
     m->len++;
 }
 
