@@ -347,6 +347,8 @@ static const swd_config_key_t main_keys[] = {
     NUM("scheduler.aging_ms", SWD_CONFIG_INT, CFG_OFF(scheduler.aging_ms), "10000", 1, MS_DAY),
     NUM("scheduler.retain_finished_s", SWD_CONFIG_INT, CFG_OFF(scheduler.retain_finished_s), "3600",
         0, S_YEAR),
+    NUM("scheduler.retain_finished_max", SWD_CONFIG_INT, CFG_OFF(scheduler.retain_finished_max),
+        "1000000", 0, 1000000000),
     NUM("scheduler.max_batch", SWD_CONFIG_INT, CFG_OFF(scheduler.max_batch), "10000", 1, 1000000),
     NUM("health.window", SWD_CONFIG_INT, CFG_OFF(health.window), "50", 1, 100000),
     NUM("health.target_latency_ms", SWD_CONFIG_INT, CFG_OFF(health.target_latency_ms), "3000", 1,

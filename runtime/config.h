@@ -165,9 +165,10 @@ typedef struct swd_config {
         int64_t backoff_base_ms;
         int64_t backoff_max_ms;
         int64_t shutdown_grace_ms;
-        int64_t aging_ms;          ///< queued this long, a task rises one priority level
-        int64_t retain_finished_s; ///< terminal tasks stay queryable this long
-        int64_t max_batch;         ///< tasks per task.submit_batch
+        int64_t aging_ms;            ///< queued this long, a task rises one priority level
+        int64_t retain_finished_s;   ///< terminal tasks stay queryable this long
+        int64_t retain_finished_max; ///< and at most this many of them (0: no limit)
+        int64_t max_batch;           ///< tasks per task.submit_batch
     } scheduler;
     struct {
         int64_t window; ///< tasks

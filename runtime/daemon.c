@@ -223,6 +223,7 @@ static void build(swd_daemon_t *d, swd_config_t *cfg) {
         .backoff_max_ms = cfg->scheduler.backoff_max_ms,
         .aging_ms = cfg->scheduler.aging_ms,
         .retain_finished_ms = cfg->scheduler.retain_finished_s * 1000,
+        .retain_finished_max = (uint64_t)cfg->scheduler.retain_finished_max,
         .seed = (uint64_t)getpid() ^ (uint64_t)swd_clock_wall(&d->clock),
     };
     swd_sched_init(&d->sched, &d->clock, &d->bus, &d->agents, &sc);

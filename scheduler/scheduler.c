@@ -93,6 +93,9 @@ void swd_sched_init(swd_sched_t *s, swd_clock_t *clock, swd_bus_t *bus, swd_agen
     s->bus = bus;
     s->agents = agents;
     s->cfg = *cfg;
+    if (s->cfg.retain_finished_max == 0) {
+        s->cfg.retain_finished_max = UINT64_MAX;
+    }
     if (s->cfg.aging_ms <= 0) {
         s->cfg.aging_ms = 10000;
     }
@@ -789,7 +792,13 @@ static void forget_dependencies(swd_sched_t *s, swd_task_t *t) {
     }
 }
 
-// Terminal tasks stay queryable for a while, then go (bounded memory).
+static uint64_t retained(const swd_sched_t *s) {
+    return s->count[SWD_TASK_SUCCEEDED] + s->count[SWD_TASK_FAILED] + s->count[SWD_TASK_CANCELLED];
+}
+
+// Terminal tasks stay queryable for a while, then go; past the count limit
+// the oldest go on the next turn, not here: whoever finished this task may
+// still hold the older ones (a cascade of failed dependents does).
 static void retire(swd_sched_t *s, swd_task_t *t) {
     swd_timer_stop(&t->timer);
     t->finished_mono = swd_clock_now(s->clock);
@@ -802,6 +811,9 @@ static void retire(swd_sched_t *s, swd_task_t *t) {
         swd_timer_start(&s->retention_timer, s->cfg.retain_finished_ms);
     }
     s->retired_tail = t;
+    if (retained(s) > s->cfg.retain_finished_max) {
+        swd_timer_start(&s->retention_timer, 0);
+    }
 }
 
 static void forget(swd_sched_t *s, swd_task_t *t) {
@@ -829,7 +841,8 @@ static void on_retention_timer(swd_timer_t *timer) {
     swd_sched_t *s = timer->data;
     int64_t now = swd_clock_now(s->clock);
     swd_task_t *t;
-    while ((t = s->retired_head) != NULL && now - t->finished_mono >= s->cfg.retain_finished_ms) {
+    while ((t = s->retired_head) != NULL && (now - t->finished_mono >= s->cfg.retain_finished_ms ||
+                                             retained(s) > s->cfg.retain_finished_max)) {
         s->retired_head = t->qnext;
         if (s->retired_head) {
             s->retired_head->qprev = NULL;

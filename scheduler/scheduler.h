@@ -34,9 +34,10 @@ typedef struct swd_sched_config {
     uint32_t default_max_retries;
     int64_t backoff_base_ms;
     int64_t backoff_max_ms;
-    int64_t aging_ms;           ///< a queued task rises one level per aging_ms
-    int64_t retain_finished_ms; ///< terminal tasks stay queryable this long
-    uint64_t seed;              ///< for retry jitter
+    int64_t aging_ms;             ///< a queued task rises one level per aging_ms
+    int64_t retain_finished_ms;   ///< terminal tasks stay queryable this long
+    uint64_t retain_finished_max; ///< and at most this many (oldest go first); 0: no limit
+    uint64_t seed;                ///< for retry jitter
 } swd_sched_config_t;
 
 /// What task.submit asks for, validated.

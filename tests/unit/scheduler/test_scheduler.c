@@ -1037,6 +1037,56 @@ Test(scheduler, finished_tasks_go_after_their_own_retention) {
     ASSERT_NO_LEAKS();
 }
 
+static bool findable(const char *id) {
+    return swd_sched_find(&H.sched, id, strlen(id)) != NULL;
+}
+
+// Past scheduler.retain_finished_max finished tasks, the oldest go (on the
+// next turn), whatever their age: memory stays bounded at any throughput.
+// A failure that fails a cascade of dependents in one go is the case where
+// freeing at once would free tasks the cascade still walks (ASan in CI).
+Test(scheduler, finished_tasks_past_the_count_limit_go_oldest_first) {
+    swd_sched_config_t cfg = default_cfg();
+    cfg.retain_finished_max = 2;
+    setup_with(&cfg, true);
+    fake_link_t *l = fake_agent_add(&H.agents, &H.clock, "w1", "work", 1);
+    char ids[3][SWD_ID_MAX];
+    for (int i = 0; i < 3; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "%s", tid(submit("work", SWD_PRIO_MEDIUM)));
+        step_until_runs(l, (size_t)i + 1, now() + 1000);
+        fake_ok(l, &l->runs[i], "done");
+    }
+    turn();
+    cr_assert_eq(H.sched.count[SWD_TASK_SUCCEEDED], 2);
+    cr_assert(!findable(ids[0]), "the oldest finished task is gone");
+    cr_assert(findable(ids[1]) && findable(ids[2]), "the two newest stay");
+
+    uint64_t d_seq = submit("work", SWD_PRIO_MEDIUM)->seq;
+    enum { NDEP = 6 };
+    char dep_ids[NDEP][SWD_ID_MAX];
+    for (int i = 0; i < NDEP; i++) {
+        snprintf(dep_ids[i], sizeof(dep_ids[i]), "%s",
+                 tid(submit_after("work", SWD_PRIO_MEDIUM, &d_seq, 1)));
+    }
+    step_until_runs(l, 4, now() + 1000);
+    fake_fail(l, &l->runs[3], "bad_input", false, 0); // D and its six dependents end
+    cr_assert_eq(H.sched.count[SWD_TASK_FAILED], NDEP + 1, "all ended in one go");
+    turn();
+    cr_assert_eq(H.sched.count[SWD_TASK_SUCCEEDED] + H.sched.count[SWD_TASK_FAILED], 2);
+    // D retires after the dependents its failure ended, so it is the newest.
+    char d_id[SWD_ID_MAX];
+    swd_id_format('t', d_seq, d_id);
+    cr_assert(findable(d_id), "the newest finished task stays");
+    int deps_left = 0;
+    for (int i = 0; i < NDEP; i++) {
+        deps_left += findable(dep_ids[i]);
+    }
+    cr_assert_eq(deps_left, 1, "one dependent stays with it");
+    cr_assert(!findable(ids[1]) && !findable(ids[2]), "the older successes are gone");
+    teardown();
+    ASSERT_NO_LEAKS();
+}
+
 // A dependent that ended early (cancelled, or failed through another of its
 // dependencies) and then passed its retention must not be touched when the
 // dependency it was still listed under finishes later.
