@@ -426,6 +426,35 @@ def overload_max_queued():
 
 
 @test
+def finished_tasks_past_the_count_limit_are_forgotten():
+    # scheduler.retain_finished_max: past it the oldest finished tasks go
+    # (task.get answers not_found), whatever their age.
+    with Daemon(env={"SWARMD_SCHEDULER_RETAIN_FINISHED_MAX": "2"}) as d:
+        agents = d.agents(1, "--latency-ms", 1, prefix="keep")
+        d.wait_agents(agents)
+        c = d.client()
+        ids = []
+        for i in range(4):
+            tid = c.submit("echo", {"i": i})["task_id"]
+            eq(c.wait(tid, 20)["state"], "succeeded", "task %d" % i)
+            ids.append(tid)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                c.call("task.get", {"task_id": ids[1]})
+            except RpcError:
+                break
+            time.sleep(0.02)
+        for tid in ids[:2]:
+            c.expect_error("not_found", "task.get", {"task_id": tid})
+        for tid in ids[2:]:
+            eq(c.call("task.get", {"task_id": tid})["state"], "succeeded", "kept: " + tid)
+    r = run_swarmd(["--print-config"], timeout=20)
+    eq(r.returncode, 0, "--print-config (stderr: %s)" % r.stderr[-2000:])
+    check("retain_finished_max: 1000000" in r.stdout, "default in --print-config:\n%s" % r.stdout)
+
+
+@test
 def cancel():
     with Daemon() as d:
         c = d.client()
